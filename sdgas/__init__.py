@@ -1,0 +1,18 @@
+"""sdgas: SD-GASNet surface-defect detection on top of ultralytics."""
+
+__version__ = "0.1.0"
+
+from sdgas.utils.offline import set_offline_env
+
+set_offline_env()  # must run before ultralytics is imported anywhere
+
+from ultralytics.utils import USER_CONFIG_DIR  # noqa: E402
+
+from sdgas.utils.offline import disable_integrations, provide_local_fonts  # noqa: E402
+
+provide_local_fonts(USER_CONFIG_DIR)
+disable_integrations()
+
+from sdgas.engine.model import SDGAS  # noqa: E402
+
+__all__ = ["SDGAS", "__version__"]

@@ -1,0 +1,141 @@
+"""SDGASDetectionModel and the extended YAML builder.
+
+ultralytics' `parse_model` finds layer classes in its own namespace and tracks channels with identity-checked
+rules, so it cannot build layers it does not know. `parse_model` here walks the YAML itself, builds sdgas layers
+from `SDGAS_MODULES`, and hands every stock layer, one at a time, to ultralytics' own `parse_model` (which keeps
+owning width/depth scaling, repeats and activation handling). Output channels are traced by running each new
+layer once on a 256x256 dummy input instead of duplicating channel rules.
+"""
+
+import contextlib
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import ultralytics.nn.tasks as ultralytics_tasks
+from ultralytics.nn.modules import Detect
+from ultralytics.nn.tasks import DetectionModel
+from ultralytics.utils import LOGGER, YAML
+from ultralytics.utils.ops import make_divisible
+
+from sdgas.nn.modules import BepC3, BiFusion, CS, FGPEM, Inject, LVTStage, MFA, SDHead
+from sdgas.utils import MODELS_DIR, resolve_cfg_file
+
+SDGAS_MODULES = {m.__name__: m for m in (LVTStage, MFA, FGPEM, Inject, BiFusion, CS, BepC3, SDHead)}
+HEADS = {SDHead, Detect}  # take [nc] from YAML; reg_max, end2end and the input channel list are appended
+WIDTH_SCALED = {LVTStage, MFA, Inject, BiFusion, CS, BepC3}  # first YAML argument is the output width c2
+_ultralytics_parse_model = ultralytics_tasks.parse_model
+TRACE_SIZE = 256
+
+
+def load_model_yaml(cfg) -> dict:
+    """Load a model YAML by path or by the bare name of a packaged one (`sdgasnet.yaml`)."""
+    path = resolve_cfg_file(cfg, MODELS_DIR, "model YAML")
+    d = YAML.load(path)
+    d["yaml_file"] = str(path)
+    return d
+
+
+def _resolve(arg, nc):
+    """'nc' -> the class count; 'nn.ReLU()' -> an nn.ReLU instance (stock YAML has no per-layer activation)."""
+    if arg == "nc":
+        return nc
+    if isinstance(arg, str) and arg.startswith("nn.") and arg.endswith("()"):
+        act = getattr(nn, arg[3:-2], None)
+        if isinstance(act, type) and issubclass(act, nn.Module):
+            return act()
+        raise ValueError(f"unknown activation '{arg}' in model YAML")
+    return arg
+
+
+def _build_sdgas_layer(cls, args, c_in, d, from_list):
+    """Instantiate an sdgas layer: heads get ultralytics' Detect signature, others (c1, *args) with c2 scaled."""
+    args = [_resolve(a, d["nc"]) for a in args]
+    if cls in HEADS:
+        return cls(*args, d.get("reg_max", 16), False, c_in)
+    if cls in WIDTH_SCALED:
+        args[0] = make_divisible(min(args[0], d.get("max_channels", float("inf"))) * d.get("width_multiple", 1.0), 8)
+    return cls(c_in if from_list else c_in[0], *args)
+
+
+def _build_stock_layer(d, m, n, args, from_list, c_in):
+    """Delegate one stock layer to ultralytics' parse_model, wired to `-1` and given its real input channels."""
+    base = {k: v for k, v in d.items() if k not in ("backbone", "head")}
+    f = [-1] * len(c_in) if from_list else -1
+    one_layer = {**base, "backbone": [[f, n, m, [_resolve(a, d["nc"]) for a in args]]], "head": []}
+    return _ultralytics_parse_model(one_layer, c_in[0], verbose=False)[0][0]
+
+
+def parse_model(d, ch, verbose=True):
+    """Build an nn.Sequential and its save list from a model dict; same contract as ultralytics' parse_model."""
+    if verbose:
+        LOGGER.info(f"\n{'':>3}{'from':>20}{'n':>3}{'params':>10}  {'module':<45}{'arguments':<30}")
+    image = torch.zeros(1, ch, TRACE_SIZE, TRACE_SIZE)
+    outputs, layers, save = [], [], []
+    layer_rows = d["backbone"] + d["head"]
+    for i, (f, n, m, args) in enumerate(layer_rows):
+        from_list = isinstance(f, list)
+        inputs = [outputs[s] if (i > 0 or s != -1) else image for s in (f if from_list else [f])]
+        c_in = [x.shape[1] for x in inputs]
+        n = max(round(n * d.get("depth_multiple", 1.0)), 1) if n > 1 else n
+        if m in SDGAS_MODULES:
+            cls = SDGAS_MODULES[m]
+            layer = nn.Sequential(*(_build_sdgas_layer(cls, args, c_in, d, from_list) for _ in range(n))) if n > 1 \
+                else _build_sdgas_layer(cls, args, c_in, d, from_list)
+            type_name = f"sdgas.{m}"
+        elif m == "Detect":  # stock head: needs the real per-level channels, which one-layer delegation loses
+            layer, type_name = _build_sdgas_layer(Detect, args, c_in, d, from_list), "Detect"
+        else:
+            layer = _build_stock_layer(d, m, n, args, from_list, c_in)
+            type_name = layer.type
+        layer.i, layer.f, layer.type = i, f, type_name
+        layer.np = sum(p.numel() for p in layer.parameters())
+        if verbose:
+            LOGGER.info(f"{i:>3}{f!s:>20}{n:>3}{layer.np:10.0f}  {type_name:<45}{args!s:<30}")
+        save.extend(x % i for x in (f if from_list else [f]) if x != -1)
+        layers.append(layer)
+        if i < len(layer_rows) - 1:  # trace output channels; the head (last layer) needs no trace
+            outputs.append(_trace(layer, inputs if from_list else inputs[0]))
+    return nn.Sequential(*layers), sorted(save)
+
+
+@torch.no_grad()
+def _trace(layer, x):
+    """Run a freshly built layer once in eval mode to learn its output (and hence its channel count)."""
+    layer.eval()
+    try:
+        return layer(x)
+    finally:
+        layer.train()
+
+
+@contextlib.contextmanager
+def _sdgas_parse_model():
+    """Route ultralytics' model initialisation through the extended builder, restoring it afterwards."""
+    ultralytics_tasks.parse_model = parse_model
+    try:
+        yield
+    finally:
+        ultralytics_tasks.parse_model = _ultralytics_parse_model
+
+
+class SDGASDetectionModel(DetectionModel):
+    """A DetectionModel whose YAML may name sdgas modules (SD-GASNet and its ablations) beside stock ones.
+
+    Everything after building (stride computation, bias and weight init, fuse, info, predict) is ultralytics'.
+    """
+
+    def __init__(self, cfg="sdgasnet.yaml", ch=3, nc=None, verbose=True):
+        cfg = cfg if isinstance(cfg, dict) else load_model_yaml(cfg)
+        with _sdgas_parse_model():
+            super().__init__(cfg, ch=ch, nc=nc, verbose=verbose)
+
+    def init_criterion(self):
+        """SD-GASNet's stage-1 loss: VFL + GIoU + DFL with the official TAL settings (official-arch.md §5)."""
+        from sdgas.models.detect.loss import SDDetectionLoss
+
+        return SDDetectionLoss(self)
+
+    @property
+    def model_name(self) -> str:
+        return Path(self.yaml.get("yaml_file", "sdgasnet.yaml")).stem
