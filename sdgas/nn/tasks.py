@@ -23,6 +23,7 @@ from sdgas.utils import MODELS_DIR, resolve_cfg_file
 
 SDGAS_MODULES = {m.__name__: m for m in (LVTStage, MFA, FGPEM, Inject, BiFusion, CS, BepC3, SDHead)}
 HEADS = {SDHead, Detect}  # take [nc] from YAML; reg_max, end2end and the input channel list are appended
+MODERN_BLOCKS = {"C3k2", "A2C2f", "C2fCIB"}  # ultralytics builds a non-legacy Detect when any of these is present
 WIDTH_SCALED = {LVTStage, MFA, Inject, BiFusion, CS, BepC3}  # first YAML argument is the output width c2
 _ultralytics_parse_model = ultralytics_tasks.parse_model
 TRACE_SIZE = 256
@@ -84,6 +85,7 @@ def parse_model(d, ch, verbose=True):
                 else _build_sdgas_layer(cls, args, c_in, d, from_list)
             type_name = f"sdgas.{m}"
         elif m == "Detect":  # stock head: needs the real per-level channels, which one-layer delegation loses
+            Detect.legacy = not any(row[2] in MODERN_BLOCKS for row in layer_rows)  # as ultralytics' parse_model
             layer, type_name = _build_sdgas_layer(Detect, args, c_in, d, from_list), "Detect"
         else:
             layer = _build_stock_layer(d, m, n, args, from_list, c_in)

@@ -78,7 +78,8 @@ class CSA(nn.Module):
         v = v.reshape(B, C, k2, h * w).transpose(1, 2).reshape(B, k2 * C, h * w, 1)
         v = self.v_pw(v).reshape(B, k2, heads, C // heads, h * w).permute(0, 2, 4, 1, 3)  # (B, heads, L, 9, C/h)
         out = (attn @ v).permute(0, 1, 4, 3, 2).reshape(B, C * k2, h * w)  # back to channel-major windows
-        out = F.fold(out, (H, W), self.k, padding=self.pad, stride=self.stride)
+        # int(): a constant output size, which ONNX export of fold (Col2Im, opset 18) requires
+        out = F.fold(out, (int(H), int(W)), self.k, padding=self.pad, stride=self.stride)
         return self.proj(out.permute(0, 2, 3, 1))
 
 

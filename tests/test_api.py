@@ -1,0 +1,64 @@
+"""Python API round trip: train on the built-in demo data, save, reload in a fresh process, predict identically."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from ultralytics.engine.results import Results
+
+from sdgas import SDGAS
+from sdgas.engine.model import DEMO_IMAGES
+
+PREDICT = dict(imgsz=64, conf=0.001, max_det=20, verbose=False, save=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """SD-GASNet trained for 2 epochs at imgsz 64 on the demo set (no data= given)."""
+    project = tmp_path_factory.mktemp("runs")
+    model = SDGAS("sdgasnet.yaml")
+    model.train(epochs=2, imgsz=64, batch=8, workers=0, device="cpu", project=str(project), name="demo",
+                plots=False, seed=0)
+    return model
+
+
+def boxes_of(results):
+    return [r.boxes.data.numpy().round(4).tolist() for r in results]
+
+
+def test_training_writes_checkpoints_and_results(trained):
+    save_dir = trained.trainer.save_dir
+    assert (save_dir / "weights" / "best.pt").is_file() and (save_dir / "weights" / "last.pt").is_file()
+    rows = (save_dir / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 2 and "train/box_loss" in rows[0]
+
+
+def test_bottlerep_scales_are_not_weight_decayed(trained):
+    groups = trained.trainer.optimizer.param_groups
+    scale_ids = {id(p) for n, p in trained.trainer.model.named_parameters() if n.endswith(".alpha")}
+    assert len(scale_ids) == 12  # 3 BottleReps in each of the four CS blocks
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    undecayed = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert not scale_ids & decayed and scale_ids <= undecayed
+
+
+def test_reload_in_fresh_process_predicts_identical_boxes(trained, tmp_path):
+    best = trained.trainer.best
+    in_process = boxes_of(SDGAS(best).predict(str(DEMO_IMAGES), **PREDICT))
+    assert sum(len(b) for b in in_process) > 0, "no detections to compare"
+    script = (f"import json, sdgas; r = sdgas.SDGAS({str(best)!r}).predict({str(DEMO_IMAGES)!r}, **{PREDICT!r}); "
+              f"print(json.dumps([x.boxes.data.numpy().round(4).tolist() for x in r]))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == in_process
+
+
+def test_predict_without_source_uses_demo_images(trained):
+    results = SDGAS(trained.trainer.best).predict(**PREDICT)
+    assert len(results) == len(list(DEMO_IMAGES.glob("*.jpg"))) and isinstance(results[0], Results)
+
+
+def test_val_returns_ultralytics_metrics(trained):
+    metrics = SDGAS(trained.trainer.best).val(imgsz=64, batch=8, workers=0, plots=False, device="cpu")
+    assert 0.0 <= metrics.box.map <= 1.0 and "metrics/mAP50-95(B)" in metrics.results_dict

@@ -1,0 +1,53 @@
+"""The `sdgas` command: argument parsing, validation and one-line failures with non-zero exit codes."""
+
+import subprocess
+import sys
+
+import pytest
+
+from sdgas.cli import check_arguments, main, parse_overrides
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "sdgas.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_key_value_parsing_types_values():
+    overrides = parse_overrides(["epochs=3", "imgsz", "=", "256", "lr0=0.002", "cls_loss=bce", "rect", "name=exp"])
+    assert overrides == {"epochs": 3, "imgsz": 256, "lr0": 0.002, "cls_loss": "bce", "rect": True, "name": "exp"}
+
+
+def test_typo_gets_suggestion():
+    with pytest.raises(SyntaxError, match="'epoch' is not a valid YOLO argument.*epochs"):
+        check_arguments({"epoch": 3})
+
+
+def test_sdgas_keys_are_validated_and_type_checked():
+    check_arguments({"cls_loss": "vfl", "tal_topk": 13, "box": 2.5})
+    with pytest.raises(SyntaxError, match="tal_topk"):
+        check_arguments({"tal_topc": 13})
+    with pytest.raises(TypeError, match="box"):
+        check_arguments({"box": "big"})
+
+
+def test_version_and_help(capsys):
+    assert main(["version"]) == 0
+    assert capsys.readouterr().out.strip()
+    assert main(["help"]) == 0
+    assert "sdgas train" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "epoch=3"], "'epoch' is not a valid YOLO argument"),
+    (["predict", "model=missing.pt"], "model file 'missing.pt' not found"),
+    (["train", "data=missing.yaml", "epochs=1"], "dataset YAML 'missing.yaml' not found"),
+    (["train", "model=missing.yaml"], "model YAML 'missing.yaml' not found"),
+    (["trian"], "unknown mode 'trian'"),
+    (["val"], "needs model="),
+])
+def test_failures_exit_non_zero_with_one_line(args, message, tmp_path):
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("sdgas: error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
