@@ -13,6 +13,10 @@ from sdgas.utils.offline import disable_integrations, provide_local_fonts  # noq
 provide_local_fonts(USER_CONFIG_DIR)
 disable_integrations()
 
+from sdgas.utils.checkpoint import install_safe_loading  # noqa: E402
+
+install_safe_loading()  # every ultralytics .pt load goes through sdgas' allow-list
+
 from sdgas.engine.model import SDGAS  # noqa: E402
 
 __all__ = ["SDGAS", "__version__"]

@@ -74,12 +74,14 @@ def run_model_mode(mode: str, overrides: dict):
 
     check_arguments(overrides)
     model = overrides.pop("model", None) or DEFAULT_MODEL.get(mode)
+    trust = overrides.pop("trust", False)  # opt out of the checkpoint allow-list for this model file
     if model is None:
         raise ValueError(f"'sdgas {mode}' needs model=, e.g. model=runs/detect/train/weights/best.pt")
     if mode != "train":
-        for key in sdgas_only_keys() & overrides.keys():  # training-only keys: stock val/predict/export reject them
+        keep = {"paper_eval"} if mode == "val" else set()  # sdgas keys SDGAS.val() understands
+        for key in (sdgas_only_keys() - keep) & overrides.keys():  # training-only keys: stock modes reject them
             overrides.pop(key)
-    getattr(SDGAS(model), mode)(**overrides)
+    getattr(SDGAS(model, trust=trust), mode)(**overrides)
 
 
 def run_tool(mode: str, overrides: dict) -> int:

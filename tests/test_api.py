@@ -62,3 +62,12 @@ def test_predict_without_source_uses_demo_images(trained):
 def test_val_returns_ultralytics_metrics(trained):
     metrics = SDGAS(trained.trainer.best).val(imgsz=64, batch=8, workers=0, plots=False, device="cpu")
     assert 0.0 <= metrics.box.map <= 1.0 and "metrics/mAP50-95(B)" in metrics.results_dict
+
+
+def test_val_refuses_data_with_another_class_count(trained, tmp_path):
+    demo = DEMO_IMAGES.parents[1]
+    names = "\n".join(f"  {i}: c{i}" for i in range(7))
+    data = tmp_path / "seven.yaml"
+    data.write_text(f"path: {demo}\ntrain: images/train\nval: images/val\nnc: 7\nnames:\n{names}\n")
+    with pytest.raises(ValueError, match="model has 6 classes but dataset .* has 7"):
+        SDGAS(trained.trainer.best).val(data=str(data), imgsz=64, batch=8, workers=0, plots=False, device="cpu")

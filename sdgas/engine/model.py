@@ -3,34 +3,49 @@
 from pathlib import Path
 
 from ultralytics.engine.model import Model
-from ultralytics.models.yolo.detect import DetectionPredictor
 
 from sdgas.models.detect import SDGASTrainer, SDGASValidator
+from sdgas.models.detect.predict import SDGASPredictor
 from sdgas.nn.tasks import SDGASDetectionModel, load_model_yaml
 from sdgas.utils import DATASETS_DIR, DEMO_DATA, resolve_cfg_file
+from sdgas.utils.checkpoint import check_detection_model, trust_checkpoint
+from sdgas.utils.weights import export_safetensors, load_safetensors
 
 DEMO_IMAGES = DEMO_DATA.parent / "neu-det-demo" / "images" / "val"
 
 
 def resolve_data(data) -> str:
-    """A dataset YAML by path or bare packaged name; the built-in NEU-DET demo set when none is given."""
+    """A dataset YAML by path or bare packaged name; the built-in NEU-DET demo set when none is given.
+
+    A packaged set whose images are missing raises FileNotFoundError saying what to download and how to convert it
+    (instead of ultralytics' download attempt).
+    """
     if not data:
         return str(DEMO_DATA)
-    return str(resolve_cfg_file(data, DATASETS_DIR, "dataset YAML")) if str(data).endswith((".yaml", ".yml")) \
-        else str(data)
+    if not str(data).endswith((".yaml", ".yml")):
+        return str(data)
+    from sdgas.data.check import check_dataset_present
+
+    path = resolve_cfg_file(data, DATASETS_DIR, "dataset YAML")
+    check_dataset_present(path)
+    return str(path)
 
 
 class SDGAS(Model):
     """SD-GASNet detector: `SDGAS("sdgasnet.yaml").train(data=...)`, `SDGAS("best.pt").predict(...)`.
 
-    Accepts a model YAML (by path or bare packaged name), an sdgas/ultralytics detection checkpoint, or an
-    exported model (e.g. ONNX). Results objects are ultralytics' own.
+    Accepts a model YAML (by path or bare packaged name), an sdgas/ultralytics detection checkpoint (loaded through
+    sdgas' allow-list unless `trust=True`), a weights-only `.safetensors` export, or an exported model (e.g. ONNX).
+    Results objects are ultralytics' own.
     """
 
-    def __init__(self, model="sdgasnet.yaml", task="detect", verbose=False):
+    def __init__(self, model="sdgasnet.yaml", task="detect", verbose=False, trust=False):
+        """`trust=True` loads this .pt with ultralytics' unrestricted unpickler (runs any code it carries)."""
         model = str(model).strip()
         if not model.lower().endswith((".yaml", ".yml")) and not Path(model).exists():
             raise FileNotFoundError(f"model file '{model}' not found (sdgas never downloads weights by name)")
+        if trust:
+            trust_checkpoint(model)
         super().__init__(model, task=task, verbose=verbose)
 
     def _new(self, cfg, task=None, verbose=False):
@@ -42,6 +57,28 @@ class SDGAS(Model):
         self.model.args = {**self.model_defaults(), **self.overrides}
         self.model.task, self.model_name = self.task, self.cfg
 
+    def _load(self, weights, task=None):
+        """A detection checkpoint through sdgas' allow-list, or a weights-only .safetensors export."""
+        if str(weights).lower().endswith(".safetensors"):
+            self.model = load_safetensors(weights)
+            self.ckpt, self.ckpt_path, self.task = {"model": self.model}, str(weights), self.model.task
+            self.overrides = self.model.args = self._reset_ckpt_args(self.model.args)
+            self.overrides.update(model=str(weights), task=self.task)
+            self.model_name = str(weights)
+            return
+        super()._load(weights, task=task)
+        if str(weights).lower().endswith(".pt"):
+            check_detection_model(self.model, weights)
+
+    def export(self, **kwargs):
+        """ultralytics' export formats, plus format=safetensors: tensors and a JSON config, no pickled code."""
+        if str(kwargs.get("format", "")).lower() != "safetensors":
+            return super().export(**kwargs)
+        self._check_is_pytorch_model()
+        source = getattr(self.model, "pt_path", None) or Path(self.model.yaml.get("yaml_file") or "model").name
+        return export_safetensors(self.model, Path(source).with_suffix(".safetensors"),
+                                  half=kwargs.get("quantize") in (16, "16", "fp16"))
+
     @staticmethod
     def model_defaults():
         from sdgas.utils import sdgas_default_cfg
@@ -49,10 +86,46 @@ class SDGAS(Model):
         return sdgas_default_cfg()
 
     def train(self, trainer=None, **kwargs):
-        kwargs["data"] = resolve_data(kwargs.get("data") or (None if kwargs.get("resume") else self.overrides.get("data")))
+        """ultralytics' training; `selfdistill=True` runs both stages of the self-distillation recipe."""
+        if kwargs.pop("selfdistill", False):
+            return self._selfdistill(trainer, **kwargs)
+        if kwargs.get("data") or not kwargs.get("resume"):  # a resumed run keeps its checkpoint's data
+            kwargs["data"] = resolve_data(kwargs.get("data") or self.overrides.get("data"))
         return super().train(trainer=trainer, **kwargs)
 
+    def _selfdistill(self, trainer=None, **kwargs):
+        """Stage 1 (GASNet, the teacher), then stage 2 distilling it into a fresh student (paper §3.3, §4.1).
+
+        The student starts where the teacher started (this YAML's seeded init, or this checkpoint), with the same
+        arguments (seed, epochs, augmentation): only the distillation terms differ. Runs go to `<name>-stage1` and
+        `<name>-stage2`; afterwards this object holds the student, and `selfdistill_results` both stages' metrics.
+        """
+        from ultralytics.utils import LOGGER
+
+        if kwargs.get("resume") or kwargs.get("distill_model"):
+            raise ValueError("selfdistill=True trains its own teacher: drop distill_model=; to resume an interrupted "
+                             "stage run `sdgas train resume model=<stage run>/weights/last.pt`")
+        init, name = (self.ckpt_path if self.ckpt else self.cfg), kwargs.pop("name", None) or "selfdistill"
+        stages = {}
+        for stage, model, extra in (("teacher", self, {}), ("student", None, None)):
+            if model is None:  # stage 2: a fresh model from the teacher's starting point
+                model = type(self)(init, task=self.task)
+                model.callbacks = self.callbacks
+                extra = {"distill_model": str(stages["teacher"]["weights"])}
+            metrics = model.train(trainer, **kwargs, **extra, name=f"{name}-stage{len(stages) + 1}")
+            best = model.trainer.best if model.trainer.best.exists() else model.trainer.last
+            stages[stage] = {"weights": best, **getattr(metrics, "results_dict", {})}
+        self.__dict__.update(vars(model))  # this object now holds the student
+        self.selfdistill_results = stages
+        for stage, r in stages.items():
+            LOGGER.info(f"selfdistill {stage}: mAP50 {r.get('metrics/mAP50(B)', float('nan')):.4f}  "
+                        f"mAP50-95 {r.get('metrics/mAP50-95(B)', float('nan')):.4f}  {r['weights']}")
+        return metrics
+
     def val(self, validator=None, **kwargs):
+        from sdgas.models.detect.val import apply_paper_eval
+
+        apply_paper_eval(kwargs)  # paper_eval=True -> conf=0.03, iou=0.65, max_det=300
         kwargs["data"] = resolve_data(kwargs.get("data") or self.overrides.get("data"))
         return super().val(validator=validator, **kwargs)
 
@@ -62,4 +135,4 @@ class SDGAS(Model):
     @property
     def task_map(self):
         return {"detect": {"model": SDGASDetectionModel, "trainer": SDGASTrainer, "validator": SDGASValidator,
-                           "predictor": DetectionPredictor}}
+                           "predictor": SDGASPredictor}}

@@ -3,10 +3,13 @@
 from copy import copy
 
 from ultralytics.models.yolo.detect import DetectionTrainer
-from ultralytics.utils import DEFAULT_CFG, RANK
+from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK
+from ultralytics.utils.torch_utils import unwrap_model
 
 from sdgas.nn.tasks import SDGASDetectionModel
 from sdgas.utils import sdgas_default_cfg, sdgas_only_keys
+from sdgas.utils.checkpoint import (AllEpochsSaved, CheckpointError, atomic_final_strip, check_class_count,
+                                    staged_checkpoint_writes, truncate_results_csv)
 
 
 class SDGASTrainer(DetectionTrainer):
@@ -24,13 +27,23 @@ class SDGASTrainer(DetectionTrainer):
             model.load(weights)
         return model
 
+    def build_dataset(self, img_path, mode="train", batch=None):
+        """ultralytics' dataset as an SDGASDataset: bad images/labels skipped or converted with a precise warning."""
+        from sdgas.data.dataset import build_sdgas_dataset
+
+        return build_sdgas_dataset(super().build_dataset, img_path, mode, batch)
+
     def get_validator(self):
         """SDGASValidator with the arguments stripped of sdgas-only keys (stock validators reject unknown keys)."""
-        from sdgas.models.detect.val import SDGASValidator
+        from sdgas.models.detect.val import PAPER_EVAL, SDGASValidator
 
-        self.loss_names = "box_loss", "cls_loss", "dfl_loss"
-        return SDGASValidator(self.test_loader, save_dir=self.save_dir, args=strip_sdgas_keys(self.args),
-                              _callbacks=self.callbacks)
+        from sdgas.models.detect.distill import KD_LOSS_NAMES
+
+        self.loss_names = ("box_loss", "cls_loss", "dfl_loss") + (KD_LOSS_NAMES if self.args.distill_model else ())
+        args = strip_sdgas_keys(self.args)
+        if getattr(self.args, "paper_eval", False):  # the paper's conf/iou/max_det for every validation
+            vars(args).update(PAPER_EVAL)
+        return SDGASValidator(self.test_loader, save_dir=self.save_dir, args=args, _callbacks=self.callbacks)
 
     def build_optimizer(self, model, name="auto", lr=0.001, momentum=0.9, decay=1e-5, iterations=1e5):
         """ultralytics' optimizer, with the learnable BottleRep scales moved out of weight decay.
@@ -46,6 +59,119 @@ class SDGASTrainer(DetectionTrainer):
                 group["params"] = [p for p in group["params"] if id(p) not in scales]
                 no_decay["params"].extend(moved)
         return optimizer
+
+    # Stage 2, teacher-guided distillation (paper §3.3-3.4; the losses live in sdgas/models/detect/distill.py)
+    def set_model_attributes(self):
+        """Attach the dataset and arguments, then wrap the model in SelfDistillModel when `distill_model` is set.
+
+        Runs after setup_model() and .to(device), before ultralytics' own DistillationModel wrap in _setup_train,
+        which its isinstance check then skips (ultralytics-integration.md §3).
+        """
+        super().set_model_attributes()
+        if not self.args.distill_model:
+            return
+        from sdgas.models.detect.distill import SelfDistillModel
+
+        if not isinstance(self.model, SelfDistillModel):  # a resumed run arrives wrapped by setup_model()
+            self.model = SelfDistillModel(self.args.distill_model, self.model)
+        if set_kd_alpha not in self.callbacks["on_train_epoch_start"]:
+            self.add_callback("on_train_epoch_start", set_kd_alpha)
+
+    def setup_model(self):
+        """ultralytics' setup_model, except that resuming a stage-2 checkpoint rebuilds SelfDistillModel.
+
+        The checkpoint holds the student and the feature adapters but no teacher, which is reloaded from
+        `distill_model`; the stock path would rebuild ultralytics' DistillationModel with its own loss.
+        """
+        if not (self.resume and str(self.model).lower().endswith(".pt")):
+            return super().setup_model()
+        from ultralytics.nn.distill_model import DistillationModel
+        from ultralytics.nn.tasks import load_checkpoint
+
+        from sdgas.models.detect.distill import SelfDistillModel
+
+        weights, ckpt = load_checkpoint(self.model)
+        if not isinstance(weights, DistillationModel):
+            return super().setup_model()
+        if not self.args.distill_model:
+            raise ValueError(f"{self.model} is a distillation checkpoint but names no teacher; pass distill_model=")
+        LOGGER.info(f"Resuming distillation from {self.model} with teacher {self.args.distill_model}")
+        student = self.get_model(cfg=weights.student_model.yaml, weights=weights.student_model, verbose=False)
+        student.args = self.args
+        self.model = SelfDistillModel(self.args.distill_model, student)
+        self.model.projector.load_state_dict(weights.projector.state_dict())  # the trained 1x1 adapters, if any
+        return ckpt
+
+    def save_metrics(self, metrics):
+        """results.csv row; while distilling, with the epoch's enhanced-KL weight as column `kd/alpha`."""
+        model = unwrap_model(self.model)
+        if hasattr(model, "effective_alpha"):
+            metrics = {**metrics, "kd/alpha": round(model.effective_alpha, 5)}
+        super().save_metrics(metrics)
+
+    # Checkpoints that survive a kill at any point (issue 8; the helpers are in sdgas/utils/checkpoint.py)
+    def save_model(self):
+        """ultralytics' checkpoints written atomically: staged beside the weights, flushed, renamed (last.pt last)."""
+        with staged_checkpoint_writes(self):
+            return super().save_model()
+
+    def final_eval(self):
+        """ultralytics' final evaluation; strip_optimizer loads safely, writes atomically, and strips last.pt last."""
+        with atomic_final_strip(self):
+            super().final_eval()
+
+    def check_resume(self, overrides):
+        """ultralytics' resume check, except that a refused or damaged checkpoint reports its own one-line error."""
+        try:
+            super().check_resume(overrides)
+        except FileNotFoundError as e:
+            if isinstance(e.__cause__, CheckpointError):
+                raise e.__cause__ from None
+            raise
+
+    def resume_training(self, ckpt):
+        """ultralytics' resume, after checking the class count and cutting results.csv back to the saved epochs.
+
+        A run killed after saving its final epoch has only its final evaluation left (see _do_train).
+        """
+        epochs_saved = ckpt.get("epoch", -1) + 1 if ckpt else 0
+        if not (self.resume and epochs_saved):  # nothing to resume, or a finished (stripped) run: ultralytics decides
+            return super().resume_training(ckpt)
+        check_class_count(ckpt, self.data, self.args.model)
+        truncate_results_csv(self.csv, epochs_saved)
+        if epochs_saved < self.epochs:
+            return super().resume_training(ckpt)
+        self._load_checkpoint_state(ckpt)
+        self.start_epoch = self.epochs
+
+    def _setup_train(self):
+        """ultralytics' setup; signals a resumed run that has no epoch left to train."""
+        super()._setup_train()
+        if self.resume and self.start_epoch >= self.epochs:
+            raise AllEpochsSaved
+
+    def _do_train(self):
+        """ultralytics' training loop, or only its end for a resumed run whose every epoch was already saved."""
+        try:
+            super()._do_train()
+        except AllEpochsSaved:
+            LOGGER.info(f"All {self.epochs} epochs of {self.args.model} were saved; finishing its final evaluation")
+            self.epoch = self.epochs - 1
+            self.final_eval()
+            if RANK in {-1, 0}:
+                if self.args.plots:
+                    self.plot_metrics()
+                self.run_callbacks("on_train_end")
+
+
+def set_kd_alpha(trainer):
+    """on_train_epoch_start: set and log this epoch's enhanced-KL weight (paper §3.4.1, official-arch.md §6)."""
+    from sdgas.models.detect.distill import kd_alpha
+
+    model = unwrap_model(trainer.model)
+    if hasattr(model, "kd"):
+        model.alpha = kd_alpha(trainer.epoch, trainer.epochs, model.kd.alpha_min)
+        LOGGER.info(f"distillation: epoch {trainer.epoch + 1}/{trainer.epochs}, alpha {model.effective_alpha:.4f}")
 
 
 def strip_sdgas_keys(args):

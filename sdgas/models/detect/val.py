@@ -1,7 +1,230 @@
-"""SDGASValidator: ultralytics' DetectionValidator plus the paper's COCO metrics (AP, AP50, AP75, APs, APm, APl)."""
+"""SDGASValidator: ultralytics' DetectionValidator plus the paper's COCO metrics (AP, AP50, AP75, APs, APm, APl).
+
+Every validation (standalone `sdgas val`, each training epoch, the final validation of best.pt) evaluates the
+predictions with a field-standard COCO evaluator on any YOLO-format dataset: ultralytics builds the COCO ground truth
+in memory from the YOLO labels (boxes in original-image pixels, so the 32²/96² area ranges are COCO's), and
+faster-coco-eval (else pycocotools; neither is ever auto-installed) computes the 12 COCO numbers. The six AP numbers
+join ultralytics' stats as `metrics/AP(B)` ... `metrics/APl(B)`, hence results.csv; -1 means no ground truth in
+that size range (COCO's convention).
+
+The paper evaluates with conf 0.03, NMS IoU 0.65 and at most 300 detections: `paper_eval=True` (cfg/default.yaml)
+sets exactly these (`PAPER_EVAL`); ultralytics' val defaults are conf 0.001, iou 0.7, max_det 300.
+
+Examples:
+    >>> from sdgas import SDGAS
+    >>> metrics = SDGAS("best.pt").val(data="neu-det.yaml", paper_eval=True)
+    >>> metrics.coco  # {"AP": ..., "AP50": ..., "AP75": ..., "APs": ..., "APm": ..., "APl": ...}
+    >>> metrics.results_dict["metrics/AP(B)"], metrics.complexity  # stats dict; params and GFLOPs at 640
+"""
+
+import contextlib
+import io
+from pathlib import Path
 
 from ultralytics.models.yolo.detect import DetectionValidator
+from ultralytics.utils import LOGGER, RANK
+from ultralytics.utils.metrics import DetMetrics
+from ultralytics.utils.torch_utils import get_flops
+
+PAPER_EVAL = {"conf": 0.03, "iou": 0.65, "max_det": 300}  # the paper's evaluation settings
+COCO_AP = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval.stats[0:6]
+COCO_AR = ("AR1", "AR10", "AR100", "ARs", "ARm", "ARl")  # COCOeval.stats[6:12]
+
+
+def apply_paper_eval(args: dict) -> dict:
+    """Pop sdgas' `paper_eval` key from `args` and, when true, set the paper's conf, iou and max_det."""
+    if args.pop("paper_eval", False):
+        args.update(PAPER_EVAL)
+    return args
+
+
+def coco_evaluator():
+    """The available COCO evaluator, faster-coco-eval preferred: (name, COCO, COCOeval) or None; never installs."""
+    with contextlib.suppress(ImportError):
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        return "faster-coco-eval", COCO, COCOeval_faster
+    with contextlib.suppress(ImportError):
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        return "pycocotools", COCO, COCOeval
+    return None
+
+
+def label_exact_boxes(gt: dict) -> dict:
+    """Round ultralytics' in-memory COCO ground truth to 3 decimals (its precision for predictions) and recompute areas.
+
+    The boxes come back from the letterbox in float32, so a labelled 48x192 px box arrives as 47.99999x192.00001: its
+    area, exactly 96² in the labels, leaves COCO's inclusive 'medium' range and APm differs from a COCO conversion of
+    the label files. Rounding restores the label-exact pixels. Idempotent.
+    """
+    for ann in gt["annotations"]:
+        ann["bbox"] = [round(x, 3) for x in ann["bbox"]]
+        ann["area"] = ann["bbox"][2] * ann["bbox"][3]
+    return gt
+
+
+class SDGASDetMetrics(DetMetrics):
+    """DetMetrics whose keys and results also carry the COCO AP numbers, as ultralytics' SegmentMetrics adds mask keys.
+
+    Attributes:
+        coco (dict[str, float]): AP, AP50, AP75, APs, APm, APl of the last validation (0.0 before any COCO run).
+        coco_stats (dict[str, float]): all 12 COCO summary numbers (the six AP plus AR1, AR10, AR100, ARs, ARm, ARl).
+        complexity (dict[str, float]): `params` and `GFLOPs` (at 640x640) of the validated PyTorch model.
+    """
+
+    def __init__(self, names=None) -> None:
+        self._box_only = False
+        super().__init__(names)
+        self.coco = dict.fromkeys(COCO_AP, 0.0)
+        self.coco_stats = {}
+        self.complexity = {}
+
+    @property
+    def keys(self) -> list[str]:
+        """ultralytics' four box keys, then `metrics/AP(B)` ... `metrics/APl(B)` (the trainer's results.csv columns)."""
+        return super().keys + ([] if self._box_only else [f"metrics/{k}(B)" for k in COCO_AP])
+
+    def mean_results(self) -> list[float]:
+        """Mean precision, recall, mAP50, mAP50-95, then the six COCO AP numbers."""
+        return super().mean_results() + ([] if self._box_only else [self.coco[k] for k in COCO_AP])
+
+    @contextlib.contextmanager
+    def box_only(self):
+        """Within this context keys and mean_results are the stock four box entries (ultralytics prints those)."""
+        self._box_only = True
+        try:
+            yield self
+        finally:
+            self._box_only = False
 
 
 class SDGASValidator(DetectionValidator):
-    """DetectionValidator for SD-GASNet models."""
+    """DetectionValidator for SD-GASNet models, reporting COCO AP/AP50/AP75/APs/APm/APl and Params/GFLOPs@640.
+
+    COCO evaluation is always on (`save_json` is forced; standalone validation therefore also writes predictions.json).
+    Standalone validation writes its stats as one row of `results.csv` in its save_dir.
+    """
+
+    def __init__(self, dataloader=None, save_dir=None, args=None, _callbacks=None) -> None:
+        super().__init__(dataloader, save_dir, args, _callbacks)
+        self.args.save_json = True  # collect COCO-format predictions; ultralytics builds the COCO ground truth
+        self.metrics = SDGASDetMetrics()
+
+    def build_dataset(self, img_path, mode="val", batch=None):
+        """ultralytics' dataset as an SDGASDataset: bad images/labels skipped or converted with a precise warning."""
+        from sdgas.data.dataset import build_sdgas_dataset
+
+        return build_sdgas_dataset(super().build_dataset, img_path, mode, batch)
+
+    def __call__(self, trainer=None, model=None):
+        """Validate as ultralytics does; standalone runs also write their stats to `results.csv`."""
+        stats = super().__call__(trainer, model)
+        if trainer is None and RANK in {-1, 0} and stats:
+            self.save_results_csv(stats)
+        return stats
+
+    def init_metrics(self, model) -> None:
+        """ultralytics' metric set-up, plus fresh COCO results and (standalone) the model's Params and GFLOPs@640.
+
+        A model trained for another number of classes than the dataset has is refused: ultralytics would validate it
+        silently against the model's own class list.
+        """
+        data_nc = (self.data or {}).get("nc")
+        if data_nc is not None and data_nc != len(model.names):
+            raise ValueError(f"model has {len(model.names)} classes but dataset '{self.args.data}' has {data_nc}: "
+                             f"validate on data with the classes the model was trained for")
+        super().init_metrics(model)
+        self.metrics.coco = dict.fromkeys(COCO_AP, 0.0)
+        self.metrics.coco_stats = {}
+        if not self.training and getattr(model, "format", None) == "pt":  # AutoBackend around the fused model
+            native = model.model
+            self.metrics.complexity = {"params": sum(p.numel() for p in native.parameters()),
+                                       "GFLOPs": get_flops(native, 640)}
+
+    def get_stats(self) -> dict:
+        """ultralytics' stats with the COCO AP columns (ultralytics' own mAP_small/medium/large duplicates dropped)."""
+        stats = super().get_stats()
+        for size in ("small", "medium", "large") if not self.is_lvis else ():
+            stats.pop(f"metrics/mAP_{size}(B)", None)
+        return stats
+
+    def print_results(self) -> None:
+        """ultralytics' results table, then the model's Params and GFLOPs@640 (standalone PyTorch models)."""
+        with self.metrics.box_only():
+            super().print_results()
+        if self.metrics.complexity:
+            c = self.metrics.complexity
+            LOGGER.info(f"Params {c['params'] / 1e6:.2f}M, GFLOPs {c['GFLOPs']:.1f} (fused model at 640x640)")
+
+    def coco_evaluate(self, stats, pred_json, anno_json, iou_types="bbox", suffix="Box") -> dict:
+        """COCO-evaluate the predictions with faster-coco-eval or pycocotools and add the six AP numbers to `stats`.
+
+        Handles the in-memory ground truth ultralytics builds for any YOLO dataset and COCO's own annotation file;
+        LVIS stays with ultralytics. Never calls check_requirements (which may pip-install).
+        """
+        if self.is_lvis:
+            return super().coco_evaluate(stats, pred_json, anno_json, iou_types, suffix)
+        if self.jdict and (self.gdict or self.is_coco):
+            if self.gdict:
+                label_exact_boxes(self.gdict)
+            evaluator = coco_evaluator()
+            if evaluator is None:
+                LOGGER.warning("COCO metrics skipped: neither faster-coco-eval nor pycocotools is installed "
+                               "(pip install faster-coco-eval)")
+            else:
+                try:
+                    self.metrics.coco_stats = self._run_cocoeval(evaluator, pred_json, anno_json)
+                except Exception as e:  # a COCO failure must not end a training run, as in ultralytics
+                    LOGGER.warning(f"{evaluator[0]} unable to run: {e}")
+        self.metrics.coco = {k: self.metrics.coco_stats.get(k, 0.0) for k in COCO_AP}
+        stats.update({f"metrics/{k}(B)": v for k, v in self.metrics.coco.items()})
+        return stats
+
+    def _run_cocoeval(self, evaluator, pred_json, anno_json) -> dict:
+        """Run one COCO bbox evaluation; returns the 12 summary numbers by name."""
+        name, COCO, COCOeval = evaluator
+        if self.gdict:
+            img_ids = [image["id"] for image in self.gdict["images"]]
+        else:
+            img_ids = [int(Path(x).stem) for x in self.dataloader.dataset.im_files]
+        if name == "faster-coco-eval":
+            gt = COCO(anno_json if isinstance(anno_json, dict) else str(anno_json))
+            dt = gt.loadRes(pred_json if isinstance(pred_json, list) else str(pred_json))
+            cocoeval = COCOeval(gt, dt, iouType="bbox", print_function=LOGGER.info if not self.training else _mute)
+        else:  # pycocotools: no dict constructor; its progress messages go to stdout
+            with contextlib.redirect_stdout(io.StringIO()):
+                gt = COCO(None if isinstance(anno_json, dict) else str(anno_json))
+                if isinstance(anno_json, dict):
+                    gt.dataset = anno_json
+                    gt.createIndex()
+                dt = gt.loadRes(pred_json if isinstance(pred_json, list) else str(pred_json))
+            cocoeval = COCOeval(gt, dt, iouType="bbox")
+        cocoeval.params.imgIds = img_ids
+        summary = io.StringIO()
+        with contextlib.redirect_stdout(summary):
+            cocoeval.evaluate()
+            cocoeval.accumulate()
+            cocoeval.summarize()
+        if not self.training and summary.getvalue().strip():
+            LOGGER.info(summary.getvalue().rstrip())
+        coco_stats = dict(zip(COCO_AP + COCO_AR, (float(x) for x in cocoeval.stats[:12])))
+        if not self.training:
+            LOGGER.info(f"COCO ({name}): " + "  ".join(f"{k} {coco_stats[k]:.3f}" for k in COCO_AP))
+        return coco_stats
+
+    def save_results_csv(self, stats: dict) -> None:
+        """Append the stats as a row of `save_dir/results.csv`; a training run's results.csv is left alone."""
+        file = self.save_dir / "results.csv"
+        if file.exists() and file.read_text(encoding="utf-8").startswith("epoch"):  # final validation of a training
+            return
+        keys, vals = list(stats), [float(v) for v in stats.values()]
+        header = "" if file.exists() else ",".join(keys) + "\n"
+        with open(file, "a", encoding="utf-8") as f:
+            f.write(header + ",".join(f"{v:.6g}" for v in vals) + "\n")
+        LOGGER.info(f"Metrics saved to {file}")
+
+
+def _mute(*args, **kwargs):
+    """A print function that prints nothing (per-epoch COCO summaries during training)."""
