@@ -18,13 +18,14 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import LOGGER, YAML
 from ultralytics.utils.ops import make_divisible
 
-from sdgas.nn.modules import BepC3, BiFusion, CS, FGPEM, Inject, LVTStage, MFA, SDHead
+from sdgas.nn.modules import CSA, BepC3, BiFusion, CS, FGPEM, Inject, LVTBlock, LVTStage, MFA, SDHead
 from sdgas.utils import MODELS_DIR, resolve_cfg_file
 
 SDGAS_MODULES = {m.__name__: m for m in (LVTStage, MFA, FGPEM, Inject, BiFusion, CS, BepC3, SDHead)}
 HEADS = {SDHead, Detect}  # take [nc] from YAML; reg_max, end2end and the input channel list are appended
 MODERN_BLOCKS = {"C3k2", "A2C2f", "C2fCIB"}  # ultralytics builds a non-legacy Detect when any of these is present
 WIDTH_SCALED = {LVTStage, MFA, Inject, BiFusion, CS, BepC3}  # first YAML argument is the output width c2
+INFERENCE_FORMS = (CSA, LVTBlock)  # sdgas layers with a `fuse()` that switches to a faster, equivalent forward
 _ultralytics_parse_model = ultralytics_tasks.parse_model
 TRACE_SIZE = 256
 
@@ -131,6 +132,16 @@ class SDGASDetectionModel(DetectionModel):
         cfg = cfg if isinstance(cfg, dict) else load_model_yaml(cfg)
         with _sdgas_parse_model():
             super().__init__(cfg, ch=ch, nc=nc, verbose=verbose)
+
+    def fuse(self, verbose=True, imgsz=640):
+        """ultralytics' fusion (Conv+BN folding, RepConv reparameterization), then sdgas' layers switch to their
+        inference forms (`CSA.fuse`, `LVTBlock.fuse`: same arithmetic, faster layout); parameters and outputs
+        are unchanged."""
+        super().fuse(verbose=verbose, imgsz=imgsz)
+        for m in self.modules():
+            if isinstance(m, INFERENCE_FORMS):
+                m.fuse()
+        return self
 
     def init_criterion(self):
         """SD-GASNet's stage-1 loss: VFL + GIoU + DFL with the official TAL settings (official-arch.md §5)."""

@@ -3,6 +3,10 @@
 Four stages give C2..C5 at strides 4/8/16/32 with 64/64/160/256 channels. Every stage is
 `embed -> blocks -> LayerNorm`, and the normalised map is both the stage output and the next stage's input.
 Between stages tensors are NCHW (ultralytics convention); inside a stage the blocks work on NHWC tokens.
+
+`fuse()` (via `SDGASDetectionModel.fuse`) switches the CSA and the plain-MLP blocks to inference forms that compute
+the same values faster on a CPU (`CSA.forward_taps`, `LVTBlock.forward_chunked`); with a channels-last model (as
+ultralytics' AutoBackend runs it on x86 CPUs) the NHWC tokens are free views of the convolution outputs.
 """
 
 import math
@@ -13,6 +17,53 @@ import torch.nn.functional as F
 from ultralytics.nn.modules import Conv
 
 HEAD_DIM = 32  # every attention layer of e_lvt_ds uses 32 channels per head
+CHUNK_BYTES = 2 << 20  # activations per band of rows in the chunked inference forms: about the L2 cache
+
+
+def avg_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """2x2/s2 average pooling with ceil_mode (a partial last window averages what it covers), NCHW.
+
+    ceil_mode only matters for odd sizes; leaving it off for even ones gives the same values and lets ONNX Runtime
+    use its fast pooling kernel (3.5x faster here).
+    """
+    return F.avg_pool2d(x, 2, 2, ceil_mode=bool(x.shape[-1] % 2 or x.shape[-2] % 2))
+
+
+def window_taps(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The 9 taps of every 3x3/s2/p1 window of an NHWC map, tap-major: (B, H, W, C) -> (9, B, h, w, C).
+
+    Tap (dy, dx) of window (i, j) is x[2i + dy - 1, 2j + dx - 1] (zero outside the map): the values of
+    `F.unfold(x, 3, padding=1, stride=2)`, gathered by nine strided slices instead of an im2col copy.
+    """
+    xp = F.pad(x, (0, 0, 1, 1, 1, 1))
+    return torch.stack([xp[:, dy:dy + 2 * h - 1:2, dx:dx + 2 * w - 1:2] for dy in range(3) for dx in range(3)])
+
+
+def _interleave(even: torch.Tensor, odd: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """Merge maps holding the even and the odd indices of axis `dim` into one axis of length `size`."""
+    if odd.shape[dim] < even.shape[dim]:  # odd size: the last odd index does not exist
+        odd = F.pad(odd, [0, 0] * (odd.ndim - 1 - dim) + [0, even.shape[dim] - odd.shape[dim]])
+    return torch.stack((even, odd), dim + 1).flatten(dim, dim + 1).narrow(dim, 0, size)
+
+
+def _add_shifted(first: torch.Tensor, second: torch.Tensor, dim: int, n: int) -> torch.Tensor:
+    """first[:n] + second[1:n+1] along `dim`, where second may run one short (zero beyond its end)."""
+    tail = second.narrow(dim, 1, second.shape[dim] - 1)
+    if tail.shape[dim] < n:
+        tail = F.pad(tail, [0, 0] * (tail.ndim - 1 - dim) + [0, n - tail.shape[dim]])
+    return first.narrow(dim, 0, n) + tail
+
+
+def overlap_add(taps: torch.Tensor, size: tuple) -> torch.Tensor:
+    """Sum 3x3/s2/p1 window taps back onto the map, NHWC: (9, B, h, w, C) -> (B, H, W, C); `F.fold` without col2im.
+
+    Even output rows/cols receive only the centre tap of one window; odd ones the last tap of window i and the
+    first of window i + 1. Each axis is merged from its parity halves by stacking, so no scatter is needed.
+    """
+    H, W = size
+    t = taps.unflatten(0, (3, 3))
+    cols = [_interleave(t[1, dx], _add_shifted(t[2, dx], t[0, dx], 1, H // 2), 1, H) for dx in range(3)]
+    return _interleave(cols[1], _add_shifted(cols[2], cols[0], 2, W // 2), 2, W)
 
 
 class DownsamplingStem(nn.Module):
@@ -33,7 +84,7 @@ class DownsamplingStem(nn.Module):
 
     def forward(self, x):
         x = self.cv1(x)
-        return self.cv4(torch.cat((self.cv3(self.cv2(x)), self.pool(x)), 1))
+        return self.cv4(torch.cat((self.cv3(self.cv2(x)), avg_pool_2x2(x)), 1))  # avg_pool_2x2 == self.pool
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -81,6 +132,38 @@ class CSA(nn.Module):
         # int(): a constant output size, which ONNX export of fold (Col2Im, opset 18) requires
         out = F.fold(out, (int(H), int(W)), self.k, padding=self.pad, stride=self.stride)
         return self.proj(out.permute(0, 2, 3, 1))
+
+    def forward_taps(self, x):
+        """`forward` with the same arithmetic laid out for speed (3x3/s2 windows only), used after `fuse()`.
+
+        In PyTorch the attention logits come out key-tap-major (the Linear's rows reordered, the scale folded in),
+        so the softmax runs over a strided axis with contiguous inner loops instead of over 9 contiguous values
+        (over 20x faster on this CPU); ONNX Runtime prefers the softmax over the last axis, so an export keeps the Linear's order.
+        The window taps are strided slices (no unfold), the per-tap value maps one batched matmul, and the
+        overlap-add is `overlap_add` (no fold). Every tensor stays NHWC, so nothing is permuted back and forth.
+        """
+        B, H, W, C = x.shape
+        heads, d = self.heads, C // self.heads
+        h, w = math.ceil(H / 2), math.ceil(W / 2)
+        n = B * h * w
+        pooled = avg_pool_2x2(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        if torch.onnx.is_in_onnx_export():
+            attn = (self.attn(pooled) * self.scale).view(n * heads, 9, 9).softmax(-1)  # (windows*heads, query, key)
+        else:
+            weight = self.attn.weight.view(heads, 9, 9, C).permute(2, 0, 1, 3).reshape(-1, C) * self.scale
+            bias = self.attn.bias.view(heads, 9, 9).permute(2, 0, 1).reshape(-1) * self.scale
+            attn = F.linear(pooled, weight, bias).view(n, 9, heads, 9)  # (windows, key tap, heads, query tap)
+            attn = attn.float().softmax(1).to(x.dtype)  # float32: strided BF16 softmax is several times slower
+            attn = attn.permute(0, 2, 3, 1).reshape(n * heads, 9, 9)
+        v = torch.bmm(window_taps(x, h, w).view(9, n, C), self.v_pw.weight.view(9, C, C).transpose(1, 2))
+        out = torch.bmm(attn, v.view(9, n * heads, d).transpose(0, 1))  # (windows*heads, query tap, C/heads)
+        out = out.view(B, h, w, heads, 9, d).permute(4, 0, 1, 2, 3, 5).reshape(9, B, h, w, C)
+        return self.proj(overlap_add(out, (H, W)))
+
+    def fuse(self):
+        """Switch to `forward_taps` for inference (`SDGASDetectionModel.fuse`); same outputs, parameters untouched."""
+        if (self.k, self.stride) == (3, 2):
+            self.forward = self.forward_taps
 
 
 class SRA(nn.Module):
@@ -152,6 +235,21 @@ class LVTBlock(nn.Module):
     def forward(self, x):
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
+
+    def forward_chunked(self, x):
+        """`forward` with the token-wise half, x + MLP(LN(x)), run over bands of rows whose hidden activations fit
+        in the CPU's L2 cache (instead of streaming a 4x-wide map through memory three times). Used after
+        `fuse()` for blocks with the plain MLP; an ONNX export and accelerators keep the whole-map form."""
+        x = x + self.attn(self.norm1(x))
+        if torch.onnx.is_in_onnx_export() or x.device.type != "cpu":
+            return x + self.mlp(self.norm2(x))
+        rows = max(1, CHUNK_BYTES // (x.shape[0] * x.shape[2] * self.mlp.fc1.out_features * x.element_size()))
+        return torch.cat([band + self.mlp(self.norm2(band)) for band in x.split(rows, 1)], 1)
+
+    def fuse(self):
+        """Switch to `forward_chunked` when the MLP is token-wise (`SDGASDetectionModel.fuse`); same outputs."""
+        if isinstance(self.mlp, MLP):
+            self.forward = self.forward_chunked
 
 
 class LVTStage(nn.Module):

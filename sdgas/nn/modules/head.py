@@ -2,6 +2,7 @@
 
 import math
 
+import torch
 import torch.nn as nn
 from ultralytics.nn.modules import Conv, Detect
 
@@ -32,6 +33,19 @@ class SDHead(Detect):
         if box_head is None or cls_head is None:
             return {}
         return super().forward_head([stem(xi) for stem, xi in zip(self.stems, x)], box_head, cls_head)
+
+    def _inference(self, x):
+        """ultralytics' decode, in float32 when the network ran in BF16 (weights or autocast): BF16 box distances
+        times the stride would be off by up to a few pixels. FP16 (GPU) keeps ultralytics' behaviour."""
+        device = x["boxes"].device.type
+        if x["boxes"].dtype != torch.bfloat16 and not torch.is_autocast_enabled(device):
+            return super()._inference(x)
+        if any(p.dtype != torch.float32 for p in self.dfl.parameters()):
+            self.dfl.float()  # the fixed (non-trainable) DFL expectation kernel
+        with torch.autocast(device, enabled=False):
+            feats = [f[:, :0].float() for f in x["feats"]]  # the anchors need only the map sizes
+            return super()._inference({**x, "boxes": x["boxes"].float(), "scores": x["scores"].float(),
+                                       "feats": feats})
 
     def bias_init(self):
         """Official init: prediction weights 0, box bias 1.0, class bias -ln(99) (prior 0.01)."""

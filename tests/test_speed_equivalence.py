@@ -1,0 +1,230 @@
+"""Every CPU speed optimization gives the outputs of the unoptimized model (issue 5). No wall-clock assertions.
+
+The unoptimized reference is the model as built: training-form layers (unfused Conv+BN, three-branch RepVGG blocks,
+the CSA's unfold/fold), NCHW, float32. Outputs compared are the decoded boxes and class scores, (B, 4 + nc, A), of
+a random-weight model whose head prediction convs, BN statistics and BottleRep scales are randomised (SDHead
+zero-initializes the prediction convs, which would make every output equal).
+"""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sdgas.nn.modules import CSA, SDHead
+from sdgas.nn.modules.backbone import overlap_add, window_taps
+from sdgas.nn.tasks import SDGASDetectionModel
+from sdgas.utils.benchmarks import (RawOutputs, bf16_supported, decode_outputs, detect_head, optimize_for_cpu,
+                                    prepare_input, return_raw_outputs)
+
+ODD_AND_EVEN = [(1, 1), (2, 3), (5, 6), (7, 7), (32, 31), (33, 47)]
+
+
+def max_relative_difference(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |out - ref| / (|ref| + 1e-6), elementwise, as tests/test_build.py measures fusion."""
+    return ((out.float() - ref).abs() / (ref.abs() + 1e-6)).max().item()
+
+
+def randomised(model):
+    """Non-trivial BN statistics, BottleRep scales, LayerNorm affines and head prediction weights."""
+    torch.manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+        elif isinstance(m, torch.nn.LayerNorm):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+        elif isinstance(m, CSA):
+            m.attn.bias.data.uniform_(-1, 1)  # zero-initialised: make the attention depend on the bias layout too
+        if hasattr(m, "alpha"):
+            m.alpha.data.fill_(0.7)
+    head = model.model[-1]
+    for seq in [*head.cv2, *head.cv3]:
+        torch.nn.init.normal_(seq[-1].weight, std=0.05)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def sdgasnet():
+    return randomised(SDGASDetectionModel("sdgasnet.yaml", nc=6, verbose=False))
+
+
+@pytest.mark.parametrize("h, w", ODD_AND_EVEN)
+def test_window_taps_equal_unfold(h, w):
+    """The nine strided slices hold exactly the values F.unfold(3, padding=1, stride=2) gathers."""
+    x = torch.randn(2, 5, h, w)
+    oh, ow = (h + 1) // 2, (w + 1) // 2
+    taps = window_taps(x.permute(0, 2, 3, 1), oh, ow)  # (9, B, oh, ow, C)
+    unfolded = F.unfold(x, 3, padding=1, stride=2).view(2, 5, 9, oh, ow)
+    assert torch.equal(taps.permute(1, 4, 0, 2, 3), unfolded)
+
+
+@pytest.mark.parametrize("h, w", ODD_AND_EVEN)
+def test_overlap_add_equals_fold(h, w):
+    """Parity-stacked overlap-add equals F.fold(3, padding=1, stride=2), odd sizes included."""
+    oh, ow = (h + 1) // 2, (w + 1) // 2
+    taps = torch.randn(9, 2, oh, ow, 5, dtype=torch.float64)
+    folded = F.fold(taps.permute(1, 4, 0, 2, 3).reshape(2, 45, oh * ow), (h, w), 3, padding=1, stride=2)
+    assert torch.allclose(overlap_add(taps, (h, w)).permute(0, 3, 1, 2), folded, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("b, h, w", [(2, 40, 40), *((1, h, w) for h, w in ODD_AND_EVEN)])
+def test_csa_taps_form_equals_unfold_fold_form(b, h, w):
+    torch.manual_seed(0)
+    csa = CSA(64, 2).eval()
+    torch.nn.init.uniform_(csa.attn.bias, -1, 1)
+    x = torch.randn(b, h, w, 64)
+    with torch.no_grad():
+        ref, out = csa(x), csa.forward_taps(x)
+    assert ((out - ref).abs().max() / ref.abs().max()).item() < 1e-5
+
+
+def test_csa_taps_form_gradients_match():
+    """The taps form is differentiable and gives the unfold/fold form's gradients."""
+    torch.manual_seed(0)
+    csa, x = CSA(64, 2), torch.randn(1, 9, 12, 64)
+    grads = []
+    for forward in (csa.forward, csa.forward_taps):
+        csa.zero_grad()
+        (forward(x) * torch.linspace(-1, 1, 64)).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in csa.parameters()]))
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 50_000, 2 << 20])
+def test_lvt_block_chunked_form_equals_whole_map_form(monkeypatch, chunk_bytes):
+    """Running x + MLP(LN(x)) over bands of rows (1 row, a few rows, the default) gives the whole-map result."""
+    import sdgas.nn.modules.backbone as backbone
+
+    monkeypatch.setattr(backbone, "CHUNK_BYTES", chunk_bytes)
+    torch.manual_seed(0)
+    block = backbone.LVTBlock(64, CSA(64, 2), backbone.MLP(64, 4)).eval()
+    x = torch.randn(2, 24, 20, 64)
+    with torch.no_grad():
+        ref = block(x)
+        block.fuse()
+        out = block(x)
+    assert block.forward == block.forward_chunked
+    assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_fuse_keeps_state_dict_keys_of_sdgas_layers():
+    """The sdgas inference forms switch forwards only: no parameter or buffer is added, removed or renamed, so a
+    checkpoint's state_dict loads before and after (ultralytics' Conv+BN folding aside)."""
+    from sdgas.nn.modules import LVTStage
+
+    stage = LVTStage(3, 64, 1, "csa", 4, 1, "stem")
+    keys = {k: v.shape for k, v in stage.state_dict().items()}
+    for m in stage.modules():
+        if hasattr(m, "fuse") and not isinstance(m, torch.nn.Sequential):
+            m.fuse()
+    assert {k: v.shape for k, v in stage.state_dict().items()} == keys
+    assert stage.blocks[0].attn.forward == stage.blocks[0].attn.forward_taps
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 640, 640), (2, 3, 256, 320), (1, 3, 224, 224)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_optimized_fp32_model_equals_unoptimized(sdgasnet, shape, channels_last):
+    """optimize_for_cpu (fuse + taps CSA [+ channels-last]) vs the model as built: max relative difference < 1e-4."""
+    x = torch.rand(shape)
+    with torch.no_grad():
+        reference = sdgasnet(x)[0]
+        model = optimize_for_cpu(copy.deepcopy(sdgasnet), "fp32", channels_last)
+        out = model(prepare_input(x, "fp32", channels_last))[0]
+    assert any(m.forward == m.forward_taps for m in model.modules() if isinstance(m, CSA))
+    assert reference.std() > 0.1  # outputs vary, so the comparison means something
+    assert max_relative_difference(out, reference) < 1e-4
+
+
+def test_split_timing_path_equals_model_output(sdgasnet):
+    """The benchmark's raw-outputs + separate decode path reproduces the model's own decoded output."""
+    x = torch.rand(1, 3, 256, 256)
+    with torch.no_grad():
+        reference = sdgasnet(x)[0]
+        model = optimize_for_cpu(copy.deepcopy(sdgasnet))
+        head = detect_head(model)
+        return_raw_outputs(head)
+        out = decode_outputs(head, model(prepare_input(x)))
+    assert max_relative_difference(out, reference) < 1e-4
+
+
+def test_onnx_export_of_optimized_model_equals_unoptimized(sdgasnet, tmp_path):
+    """The fused model (taps CSA, no Col2Im) exported to ONNX and run by ONNX Runtime matches the model as built."""
+    ort = pytest.importorskip("onnxruntime")
+    from ultralytics.utils.export.engine import torch2onnx
+
+    x = torch.rand(1, 3, 256, 256)
+    with torch.no_grad():
+        reference = sdgasnet(x)[0]
+        model = copy.deepcopy(sdgasnet).eval().fuse(verbose=False)
+        head = detect_head(model)
+        return_raw_outputs(head)
+        torch2onnx(RawOutputs(model), x, tmp_path / "m.onnx", opset=17, output_names=["boxes", "scores"])
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    boxes, scores = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    feats = [torch.empty(1, 0, 256 // int(s), 256 // int(s)) for s in head.stride]
+    out = decode_outputs(head, {"boxes": torch.from_numpy(boxes), "scores": torch.from_numpy(scores), "feats": feats})
+    assert max_relative_difference(out, reference) < 1e-4
+
+
+def bf16_reference_and_output(model, x, mode):
+    """Decoded outputs of the float32 model and of its BF16 form ("weights": BF16 weights + channels-last input,
+    "autocast": float32 channels-last weights under CPU autocast)."""
+    with torch.no_grad():
+        reference = model(x)[0]
+        if mode == "weights":
+            fast = optimize_for_cpu(copy.deepcopy(model), "bf16")
+            out = fast(prepare_input(x, "bf16"))[0]
+        else:
+            fast = optimize_for_cpu(copy.deepcopy(model), "fp32")
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = fast(prepare_input(x, "fp32"))[0]
+    return reference, out
+
+
+@pytest.mark.parametrize("mode", ["weights", "autocast"])
+def test_bf16_path_decodes_in_float32_close_to_fp32(sdgasnet, mode):
+    """BF16 forms decode boxes in float32 (SDHead); boxes within 2 px and scores within 0.03 of the float32 model on
+    random weights (the NEU-DET mAP comparison on a trained model is benchmarks/bf16_map.py)."""
+    x = torch.rand(1, 3, 256, 256)
+    reference, out = bf16_reference_and_output(sdgasnet, x, mode)
+    assert out.dtype == torch.float32
+    assert (out[:, :4] - reference[:, :4]).abs().max() < 2.0
+    assert (out[:, 4:] - reference[:, 4:]).abs().max() < 0.03
+
+
+def test_sdhead_decode_in_float32_equals_float32_decode():
+    """SDHead's float32 decode of BF16 raw outputs equals decoding the same values given as float32."""
+    head = SDHead(nc=3, reg_max=17, ch=(16, 32)).eval()
+    head.stride = torch.tensor([8.0, 16.0])
+    feats = [torch.randn(1, 16, 8, 8), torch.randn(1, 32, 4, 4)]
+    preds = {"boxes": torch.randn(1, 68, 80).bfloat16(), "scores": torch.randn(1, 3, 80).bfloat16(), "feats": feats}
+    out = head._inference(preds)
+    ref = head._inference({**preds, "boxes": preds["boxes"].float(), "scores": preds["scores"].float()})
+    assert out.dtype == torch.float32 and torch.equal(out, ref)
+
+
+def test_bf16_support_reported_from_cpu_flags():
+    """bf16_supported() is a bool (True on AVX512-BF16/AMX CPUs); the benchmark only offers BF16 where it is."""
+    assert isinstance(bf16_supported(), bool)
+
+
+def test_benchmark_report_structure(tmp_path):
+    """`benchmark` runs every (model, mode) pair and reports the four parts, spread, ratios and load (smoke test at
+    64x64, one round; figures are not checked)."""
+    from sdgas.utils.benchmarks import PARTS, benchmark, write_report
+
+    report = benchmark(models=("sdgasnet.yaml",), peers=("yolov8s.yaml",), modes=("torch", "onnx"), imgsz=64,
+                       rounds=1, warmup=0, threads=1, pause=0, verbose=False)
+    names = {"sdgasnet.yaml", "sdgasnet.yaml (unoptimized)", "yolov8s.yaml"}
+    assert {(r["model"], r["mode"]) for r in report["results"]} == {(n, m) for n in names for m in ("torch", "onnx")}
+    for r in report["results"]:
+        assert all(r[p]["median"] >= 0 and r[p]["p25"] <= r[p]["p75"] for p in (*PARTS, "total"))
+    assert report["ratios"]["torch"]["yolov8s.yaml"]["total"] == 1.0
+    assert report["env"]["threads"] == 1 and "loadavg_before" in report["env"]
+    json_file, md_file = write_report(report, tmp_path / "speed")
+    assert "yolov8s" in md_file.read_text() and json_file.is_file()
