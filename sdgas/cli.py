@@ -81,6 +81,8 @@ def run_model_mode(mode: str, overrides: dict):
         keep = {"paper_eval"} if mode == "val" else set()  # sdgas keys SDGAS.val() understands
         for key in (sdgas_only_keys() - keep) & overrides.keys():  # training-only keys: stock modes reject them
             overrides.pop(key)
+    if mode == "predict":
+        overrides.setdefault("save", True)  # as `yolo predict`: ultralytics saves by default only for its own CLI
     getattr(SDGAS(model, trust=trust), mode)(**overrides)
 
 

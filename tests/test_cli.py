@@ -51,3 +51,10 @@ def test_failures_exit_non_zero_with_one_line(args, message, tmp_path):
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("sdgas: error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
+
+
+def test_predict_saves_annotated_images_by_default(tmp_path):
+    """Like `yolo predict`, `sdgas predict` writes annotated images (here of the demo set, no source= given)."""
+    result = run_cli("predict", "model=sdgasnet.yaml", "imgsz=64", f"project={tmp_path}", "name=pred", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "pred").glob("*.jpg"))) == 12
