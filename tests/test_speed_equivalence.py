@@ -95,7 +95,7 @@ def test_csa_taps_form_gradients_match():
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 50_000, 2 << 20])
+@pytest.mark.parametrize("chunk_bytes", [1, 50_000, 4 << 20])
 def test_lvt_block_chunked_form_equals_whole_map_form(monkeypatch, chunk_bytes):
     """Running x + MLP(LN(x)) over bands of rows (1 row, a few rows, the default) gives the whole-map result."""
     import sdgas.nn.modules.backbone as backbone

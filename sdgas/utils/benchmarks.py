@@ -2,14 +2,16 @@
 
 `optimize_for_cpu(model, precision)` turns a detection model (sdgas or stock ultralytics) into its fastest CPU form
 with the same outputs: `fuse()` (Conv+BN folding, RepVGG reparameterization, and for SD-GASNet the unfold/fold-free
-CSA), channels-last memory, and for `precision="bf16"` BF16 weights with the box decode kept in float32.
+CSA and the cache-sized MLP bands), channels-last memory, and for `precision="bf16"` BF16 weights with SD-GASNet's
+box decode kept in float32. `sdgas predict/val` get the FP32 form by themselves: ultralytics' AutoBackend calls
+`fuse()` and, on x86 CPUs, converts PyTorch models to channels-last.
 
 `benchmark(...)` times batch-1 inference split as the paper reports it (preprocess, model inference, DFL decode,
 NMS) for sdgas models and stock ultralytics peers built from their YAMLs (random weights; nothing is downloaded), in
-PyTorch FP32 and BF16 (channels-last, as ultralytics' AutoBackend runs PyTorch models on x86 CPUs; "torch-nchw"
-for contiguous FP32) and ONNX Runtime FP32 on the CPU, or PyTorch FP32/FP16 on a GPU (reported as FPS). Every model and mode is measured once per round, round by round, so drift and load from other
-processes hit all of them alike; each round records the CPU time other processes used, and rounds above
-`max_other_load` are left out when enough clean ones remain.
+PyTorch FP32 and BF16 (channels-last, as AutoBackend runs them; "torch-nchw" for contiguous FP32) and ONNX Runtime
+FP32 on the CPU, or PyTorch FP32/FP16 on a GPU (reported as FPS). Every model and mode is measured once per round,
+round by round, so drift and load from other processes hit all of them alike; each round records the CPU time other
+processes used, and rounds above `max_other_load` are left out when enough clean ones remain.
 
     sdgas benchmark                                           # SD-GASNet and the default peers, all modes, 640
     sdgas benchmark model=best.pt peers=yolov8s.yaml modes=torch,onnx rounds=30 threads=2 out=runs/speed
@@ -81,8 +83,8 @@ def optimize_for_cpu(model: nn.Module, precision: str = "fp32", channels_last: b
     """Put a detection model into its fastest CPU inference form, in place, and return it.
 
     `fuse()` folds Conv+BN and reparameterizes RepVGG blocks (ultralytics); for SD-GASNet it also switches the
-    CSA to its unfold/fold-free form (`SDGASDetectionModel.fuse`). Channels-last memory makes the NHWC tokens of
-    the LVT stages free views of the convolution maps. `precision="bf16"` stores weights in BF16 (run the model on
+    CSA and the plain-MLP blocks to their inference forms (`SDGASDetectionModel.fuse`). Channels-last memory makes
+    the NHWC tokens of the LVT stages free views of the convolution maps. `precision="bf16"` stores weights in BF16 (run the model on
     BF16 channels-last input); SD-GASNet's box decode (`SDHead`) stays in float32. Outputs match the unoptimized
     model to float32 rounding (tests/test_speed_equivalence.py); BF16 changes them by BF16 rounding.
 
