@@ -95,21 +95,27 @@ def test_csa_taps_form_gradients_match():
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 50_000, 4 << 20])
-def test_lvt_block_chunked_form_equals_whole_map_form(monkeypatch, chunk_bytes):
-    """Running x + MLP(LN(x)) over bands of rows (1 row, a few rows, the default) gives the whole-map result."""
+@pytest.mark.parametrize("band_tokens", [1, 60, 6400])
+@pytest.mark.parametrize("b, h, w", [(2, 24, 20), (1, 33, 17), (1, 7, 9)])
+def test_lvt_block_banded_form_equals_whole_map_form(monkeypatch, band_tokens, b, h, w):
+    """Stage-0 blocks computed over bands of rows (2 rows, a few, the default) give the whole-map result, with the
+    CSA in its reference (unfold/fold) form and in its taps form, odd heights included."""
     import sdgas.nn.modules.backbone as backbone
 
-    monkeypatch.setattr(backbone, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(backbone, "BAND_TOKENS", band_tokens)
     torch.manual_seed(0)
     block = backbone.LVTBlock(64, CSA(64, 2), backbone.MLP(64, 4)).eval()
-    x = torch.randn(2, 24, 20, 64)
+    torch.nn.init.uniform_(block.attn.attn.bias, -1, 1)
+    x = torch.randn(b, h, w, 64)
     with torch.no_grad():
         ref = block(x)
         block.fuse()
-        out = block(x)
-    assert block.forward == block.forward_chunked
-    assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5)
+        banded_reference_csa = block(x)
+        block.attn.fuse()
+        banded_taps_csa = block(x)
+    assert block.forward == block.forward_banded
+    assert torch.allclose(banded_reference_csa, ref, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(banded_taps_csa, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_fuse_keeps_state_dict_keys_of_sdgas_layers():

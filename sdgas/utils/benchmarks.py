@@ -2,7 +2,7 @@
 
 `optimize_for_cpu(model, precision)` turns a detection model (sdgas or stock ultralytics) into its fastest CPU form
 with the same outputs: `fuse()` (Conv+BN folding, RepVGG reparameterization, and for SD-GASNet the unfold/fold-free
-CSA and the cache-sized MLP bands), channels-last memory, and for `precision="bf16"` BF16 weights with SD-GASNet's
+CSA and the banded stage-0 blocks), channels-last memory, and for `precision="bf16"` BF16 weights with SD-GASNet's
 box decode kept in float32. `sdgas predict/val` get the FP32 form by themselves: ultralytics' AutoBackend calls
 `fuse()` and, on x86 CPUs, converts PyTorch models to channels-last.
 
@@ -83,7 +83,7 @@ def optimize_for_cpu(model: nn.Module, precision: str = "fp32", channels_last: b
     """Put a detection model into its fastest CPU inference form, in place, and return it.
 
     `fuse()` folds Conv+BN and reparameterizes RepVGG blocks (ultralytics); for SD-GASNet it also switches the
-    CSA and the plain-MLP blocks to their inference forms (`SDGASDetectionModel.fuse`). Channels-last memory makes
+    CSA and the stage-0 blocks to their inference forms (`SDGASDetectionModel.fuse`). Channels-last memory makes
     the NHWC tokens of the LVT stages free views of the convolution maps. `precision="bf16"` stores weights in BF16 (run the model on
     BF16 channels-last input); SD-GASNet's box decode (`SDHead`) stays in float32. Outputs match the unoptimized
     model to float32 rounding (tests/test_speed_equivalence.py); BF16 changes them by BF16 rounding.
@@ -515,7 +515,7 @@ round, with a short pause between runs. Preprocess is ultralytics' predictor pre
 HWC->CHW, /255) plus the model's dtype and memory format; inference runs the model to its raw head outputs; decode is \
 the head's DFL expectation, anchors and strides (plus the top-k of end-to-end heads); NMS is ultralytics' \
 `non_max_suppression` at the predictor's defaults. PyTorch models are in their deploy form: `fuse()` (Conv+BN, \
-RepVGG; for SD-GASNet also the unfold/fold-free CSA and the cache-sized MLP bands), channels-last as ultralytics' \
+RepVGG; for SD-GASNet also the unfold/fold-free CSA and the banded stage-0 blocks), channels-last as ultralytics' \
 AutoBackend runs them on x86 CPUs, and for BF16 `optimize_for_cpu(model, "bf16")` (BF16 weights and activations; \
 SD-GASNet decodes boxes in float32). ONNX Runtime runs the same fused graph (raw outputs) with ORT_ENABLE_ALL and \
 non-spinning worker threads. "(unoptimized)" is SD-GASNet as sdgas deployed it before this work: ultralytics' \

@@ -4,8 +4,8 @@ Four stages give C2..C5 at strides 4/8/16/32 with 64/64/160/256 channels. Every 
 `embed -> blocks -> LayerNorm`, and the normalised map is both the stage output and the next stage's input.
 Between stages tensors are NCHW (ultralytics convention); inside a stage the blocks work on NHWC tokens.
 
-`fuse()` (via `SDGASDetectionModel.fuse`) switches the CSA and the plain-MLP blocks to inference forms that compute
-the same values faster on a CPU (`CSA.forward_taps`, `LVTBlock.forward_chunked`); with a channels-last model (as
+`fuse()` (via `SDGASDetectionModel.fuse`) switches the CSA and the stage-0 blocks to inference forms that compute
+the same values faster on a CPU (`CSA.forward_taps`, `LVTBlock.forward_banded`); with a channels-last model (as
 ultralytics' AutoBackend runs it on x86 CPUs) the NHWC tokens are free views of the convolution outputs.
 """
 
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from ultralytics.nn.modules import Conv
 
 HEAD_DIM = 32  # every attention layer of e_lvt_ds uses 32 channels per head
-CHUNK_BYTES = 4 << 20  # activations per band of rows in the chunked inference forms (L2-to-L3 sized)
+BAND_TOKENS = 6400  # tokens per band of rows in `LVTBlock.forward_banded`: its working set stays in the caches
 
 
 def avg_pool_2x2(x: torch.Tensor) -> torch.Tensor:
@@ -236,20 +236,31 @@ class LVTBlock(nn.Module):
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
-    def forward_chunked(self, x):
-        """`forward` with the token-wise half, x + MLP(LN(x)), run over bands of rows whose hidden activations stay
-        in the CPU caches (`CHUNK_BYTES`) instead of streaming a 4x-wide map through memory three times. Used after
-        `fuse()` for blocks with the plain MLP; an ONNX export and accelerators keep the whole-map form."""
-        x = x + self.attn(self.norm1(x))
+    def forward_banded(self, x):
+        """`forward` computed over bands of about `BAND_TOKENS` tokens (whole rows), one band at a time, so each
+        band's attention windows, 4x-wide MLP activations and residuals stay in the CPU caches instead of streaming
+        full maps through memory. For CSA blocks with the token-wise MLP (stage 0), used after `fuse()`.
+
+        A band of output rows [r0, r1) (r0 even) needs the 3x3/s2 windows that cover it, whose taps span input rows
+        r0-1 .. r1+1: the CSA runs on rows r0-2 .. r1+2 (an even start keeps the window grid aligned) and the band
+        is cropped from its output. Same values as `forward`; an ONNX export and accelerators use `forward`.
+        """
         if torch.onnx.is_in_onnx_export() or x.device.type != "cpu":
-            return x + self.mlp(self.norm2(x))
-        rows = max(1, CHUNK_BYTES // (x.shape[0] * x.shape[2] * self.mlp.fc1.out_features * x.element_size()))
-        return torch.cat([band + self.mlp(self.norm2(band)) for band in x.split(rows, 1)], 1)
+            return LVTBlock.forward(self, x)
+        B, H, W, _ = x.shape
+        rows = max(2, BAND_TOKENS // (B * W) // 2 * 2)
+        bands = []
+        for r0 in range(0, H, rows):
+            r1 = min(r0 + rows, H)
+            s0, s1 = max(r0 - 2, 0), min(r1 + 2, H)
+            y = x[:, r0:r1] + self.attn(self.norm1(x[:, s0:s1]))[:, r0 - s0:r1 - s0]
+            bands.append(y + self.mlp(self.norm2(y)))
+        return torch.cat(bands, 1)
 
     def fuse(self):
-        """Switch to `forward_chunked` when the MLP is token-wise (`SDGASDetectionModel.fuse`); same outputs."""
-        if isinstance(self.mlp, MLP):
-            self.forward = self.forward_chunked
+        """Switch CSA blocks with the token-wise MLP to `forward_banded` (`SDGASDetectionModel.fuse`); same outputs."""
+        if isinstance(self.attn, CSA) and (self.attn.k, self.attn.stride) == (3, 2) and isinstance(self.mlp, MLP):
+            self.forward = self.forward_banded
 
 
 class LVTStage(nn.Module):
