@@ -149,3 +149,26 @@ def test_paper_eval_reaches_the_training_validator(trained):
     trainer.test_loader = None  # built by _setup_train; the validator does not need it to be constructed
     args = trainer.get_validator().args
     assert {k: getattr(args, k) for k in PAPER_EVAL} == PAPER_EVAL and not hasattr(args, "paper_eval")
+
+
+def test_validation_nms_has_no_time_limit(monkeypatch):
+    """ultralytics' NMS stops after 2 s + 0.05 s/image and drops the rest of the batch; on a slow CPU that silently
+    lowers the AP. SDGASValidator keeps every image's detections however long NMS takes (here: a clock that jumps
+    10 s per reading)."""
+    import time
+
+    import torch
+    from ultralytics.utils import nms
+
+    from sdgas.models.detect.val import SDGASValidator
+
+    clock = iter(range(0, 10_000, 10))
+    monkeypatch.setattr(nms.time, "time", lambda: float(next(clock)))
+    validator = SDGASValidator(args={"conf": 0.001, "iou": 0.7, "max_det": 300})
+    validator.end2end = False
+    torch.manual_seed(0)
+    boxes = torch.rand(4, 4, 500) * 100 + torch.tensor([0, 0, 20, 20]).view(1, 4, 1)
+    scores = torch.rand(4, 6, 500)
+    outputs = validator.postprocess(torch.cat([boxes, scores], 1))
+    assert len(outputs) == 4 and all(len(o["bboxes"]) > 0 for o in outputs)
+    assert time.time() > 0  # the real clock is restored by monkeypatch after the test

@@ -19,10 +19,11 @@ Examples:
 
 import contextlib
 import io
+import math
 from pathlib import Path
 
 from ultralytics.models.yolo.detect import DetectionValidator
-from ultralytics.utils import LOGGER, RANK
+from ultralytics.utils import LOGGER, RANK, nms
 from ultralytics.utils.metrics import DetMetrics
 from ultralytics.utils.torch_utils import get_flops
 
@@ -142,6 +143,19 @@ class SDGASValidator(DetectionValidator):
             native = model.model
             self.metrics.complexity = {"params": sum(p.numel() for p in native.parameters()),
                                        "GFLOPs": get_flops(native, 640)}
+
+    def postprocess(self, preds) -> list[dict]:
+        """NMS as ultralytics' validator runs it, minus its time limit (2 s + 0.05 s per image).
+
+        On a slow or busy CPU an early-training model (thousands of boxes above conf 0.001) overruns that limit, and
+        ultralytics then returns no detections for the rest of the batch with only a warning: the AP of the epoch is
+        silently wrong. Validation must be exact, so it waits.
+        """
+        outputs = nms.non_max_suppression(
+            preds, self.args.conf, self.args.iou, nc=0, multi_label=True,
+            agnostic=self.args.single_cls or self.args.agnostic_nms, max_det=self.args.max_det, end2end=self.end2end,
+            max_time_img=math.inf)
+        return [{"bboxes": x[:, :4], "conf": x[:, 4], "cls": x[:, 5], "extra": x[:, 6:]} for x in outputs]
 
     def get_stats(self) -> dict:
         """ultralytics' stats with the COCO AP columns (ultralytics' own mAP_small/medium/large duplicates dropped)."""
