@@ -49,8 +49,9 @@ def curves(out: Path, runs: list):
         rows = list(csv.DictReader(open(Path(run) / "results.csv")))
         epochs = [float(r["epoch"]) for r in rows]
         for ax, key in zip(axes, keys):
-            if key in rows[0]:
-                ax.plot(epochs, [float(r[key]) for r in rows], label=Path(run).name)
+            if key in rows[0]:  # metrics are 0 in epochs that were not validated (val=False): leave them out
+                points = [(e, float(r[key])) for e, r in zip(epochs, rows) if key.startswith("train") or float(r[key])]
+                ax.plot(*zip(*points), marker="o" if len(points) < 3 else None, label=Path(run).name)
                 ax.set_title(key, fontsize=9)
     axes[0].legend(fontsize=7)
     fig.tight_layout()

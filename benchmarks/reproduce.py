@@ -48,6 +48,8 @@ RUNS = {
     "baseline": ("sdgas", "sdgasnet-baseline.yaml", {}, None, "Table 4 baseline"),
     "cs-only": ("sdgas", "sdgasnet-cs.yaml", {}, None, "Table 4 CS only"),
     "figa-only": ("sdgas", "sdgasnet-figa.yaml", {}, None, "Table 4 FIGA only"),
+    "fpn": ("sdgas", "sdgasnet-fpn.yaml", {}, None, "Table 7 FPN neck"),
+    "pafpn": ("sdgas", "sdgasnet-pafpn.yaml", {}, None, "Table 7 PAFPN neck"),
     "kd-kl": ("sdgas", "sdgasnet.yaml", {"kd_loss": "kl"}, "gasnet", "Table 8 KL"),
     "kd-ce": ("sdgas", "sdgasnet.yaml", {"kd_loss": "ce"}, "gasnet", "Table 8 CE"),
     "kd-mse": ("sdgas", "sdgasnet.yaml", {"kd_loss": "mse"}, "gasnet", "Table 8 MSE"),
@@ -99,7 +101,8 @@ def evaluate(weights: Path, data: str, imgsz: int) -> dict:
 
     model = SDGAS(weights)
     metrics = model.val(data=data, imgsz=imgsz, batch=16, conf=0.03, iou=0.65, max_det=300, save_json=True,
-                        plots=False, device="cpu", workers=2)
+                        plots=False, device="cpu", workers=2, project=str(weights.parent.parent), name="eval",
+                        exist_ok=True)
     stats = metrics.results_dict
     coco = {k: stats.get(f"metrics/{k}(B)", float("nan")) for k in COCO_KEYS}
     image = np.random.default_rng(0).integers(0, 255, (imgsz, imgsz, 3), dtype=np.uint8)
@@ -118,7 +121,9 @@ def evaluate(weights: Path, data: str, imgsz: int) -> dict:
 def machine() -> dict:
     import torch
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+    from sdgas.utils.benchmarks import cpu_name
+
+    return {"cpu": cpu_name(), "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "torch_threads": torch.get_num_threads(), "cpu_affinity": sorted(os.sched_getaffinity(0)),
@@ -144,6 +149,7 @@ def reproduce(budget: str, names: list, data: str, out: Path, project: Path):
                   "commands": commands, "wall_s_this_invocation": time.time() - start,
                   "train_time_s": training_time(run_dir), "weights": str(run_dir / "weights" / "best.pt"),
                   "pretrained": False, "machine": machine(),
+                  "eval_command": eval_command(run_dir / "weights" / "best.pt", data, BUDGETS[budget]["imgsz"]),
                   **evaluate(run_dir / "weights" / "best.pt", data, BUDGETS[budget]["imgsz"])}
         (out / f"{name}.json").write_text(json.dumps(record, indent=2))
         results[name] = record
@@ -151,26 +157,57 @@ def reproduce(budget: str, names: list, data: str, out: Path, project: Path):
     write_table(out)
 
 
+def eval_command(weights, data: str, imgsz: int) -> str:
+    """The CLI equivalent of `evaluate`'s validation (the harness calls the same API in-process)."""
+    return (f"sdgas val model={weights} data={data} imgsz={imgsz} batch=16 conf=0.03 iou=0.65 max_det=300 "
+            f"device=cpu")
+
+
+def comparison(records: dict, a: str, b: str) -> str:
+    """One acceptance line: run a's COCO AP against run b's, both from their JSONs."""
+    if a not in records or b not in records:
+        return f"- {a} vs {b}: not run yet"
+    ap_a, ap_b = 100 * records[a]["coco"]["AP"], 100 * records[b]["coco"]["AP"]
+    verdict = "holds" if ap_a >= ap_b else "does NOT hold"
+    return f"- {a} AP {ap_a:.1f} >= {b} AP {ap_b:.1f}: {verdict} ({ap_a - ap_b:+.1f} points)"
+
+
 def write_table(out: Path):
-    """docs/results.md from every run JSON of every budget under docs/results/."""
+    """docs/results.md from every run JSON of every budget under docs/results/ (rows in RUNS order)."""
     lines = ["# NEU-DET results reproduced with sdgas", "",
-             "Produced by `python benchmarks/reproduce.py`; each row traces to `docs/results/<budget>/<run>.json`, "
-             "which holds the exact commands, the machine and the seed. **Every run trains from scratch**: the paper "
-             "starts from COCO-pretrained weights (and ImageNet backbone weights), which cannot be obtained here, so "
-             "these numbers are not comparable like for like with the paper's. AP columns are COCO metrics (%) of "
-             "best.pt on the val split (conf 0.03, NMS IoU 0.65, max 300 detections).", ""]
+             "Produced by `python benchmarks/reproduce.py`; each row traces to `docs/results/<budget>/<run>.json` "
+             "(metrics, exact train and evaluation commands, machine, seed) and `<run>.log` (the training output). "
+             "**Every run trains from scratch**: the paper starts from COCO-pretrained weights (and ImageNet backbone "
+             "weights), which cannot be obtained here, so these numbers are not comparable like for like with the "
+             "paper's. AP columns are COCO metrics (%, faster-coco-eval) of best.pt on the 360-image val split at the "
+             "paper's evaluation settings (conf 0.03, NMS IoU 0.65, max 300 detections).", ""]
     for budget_dir in sorted(p for p in out.parent.iterdir() if p.is_dir()):
-        records = [json.loads(p.read_text()) for p in sorted(budget_dir.glob("*.json"))]
+        found = {json.loads(p.read_text())["run"]: json.loads(p.read_text()) for p in budget_dir.glob("*.json")}
+        records = {name: found[name] for name in [*RUNS, *sorted(set(found) - set(RUNS))] if name in found}
         if not records:
             continue
-        b = records[0]["budget_args"]
-        lines += [f"## Budget `{budget_dir.name}`: imgsz {b['imgsz']}, {b['epochs']} epochs per stage, batch "
-                  f"{b['batch']}", "", "| run | paper table | " + " | ".join(COCO_KEYS) +
-                  " | params M | GFLOPs@640 | CPU ms/img | train time | command |", "|" + "---|" * 13]
-        for r in records:
-            ap = " | ".join(f"{100 * r['coco'][k]:.1f}" for k in COCO_KEYS)
+        first = next(iter(records.values()))
+        b, m = first["budget_args"], first["machine"]
+        lines += [f"## Budget `{budget_dir.name}`", "",
+                  f"Train arguments for every run: `{' '.join(f'{k}={v}' for k, v in b.items())}`, seed {first['seed']}, "
+                  f"deterministic, on {Path(first['data']).parent.name} ({first['data']}). Distilled runs train the "
+                  "student from the same initialization with the teacher run's best.pt. Machine: "
+                  f"{m.get('cpu', m['processor'])}, {m['cpu_count']} cores, {m['torch_threads'] if 'torch_threads' in m else '?'} "
+                  f"torch thread(s) per run, torch {m['torch']}.", "",
+                  "| run | paper table | " + " | ".join(COCO_KEYS) + " | params M | GFLOPs@640 | CPU ms/img* | "
+                  "train time |", "|" + "---|" * 12]
+        for r in records.values():
+            ap = " | ".join(f"{100 * r['coco'][k]:.1f}" if r["coco"][k] >= 0 else "-" for k in COCO_KEYS)
             lines.append(f"| {r['run']} | {r['paper_table']} | {ap} | {r['params_M']:.2f} | {r['gflops_640']:.1f} | "
-                         f"{r['cpu_latency_ms_median']:.1f} | {r['train_time_s'] / 60:.0f} min | `{r['commands'][-1]}` |")
+                         f"{r['cpu_latency_ms_median']:.0f} | {r['train_time_s'] / 60:.0f} min |")
+        lines += ["", f"\\* `SDGAS(best.pt).predict` at imgsz {first['latency_imgsz']}, one thread, median of 20, "
+                  "measured while another training shared the machine: a rough guide only; docs/speed.md has the "
+                  "controlled, interleaved latency comparison.", "", "Acceptance checks (computed from the JSONs):", "",
+                  comparison(records, "sdgasnet", "gasnet"), comparison(records, "sdgasnet", "yolov8s"), "",
+                  "Commands:", ""]
+        for r in records.values():
+            lines.append(f"- {r['run']}: `{r['commands'][-1]}`; evaluation: "
+                         f"`{r.get('eval_command') or eval_command(r['weights'], r['data'], r['latency_imgsz'])}`")
         lines.append("")
     (out.parent.parent / "results.md").write_text("\n".join(lines) + "\n")
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from ultralytics.cfg import get_cfg
 from ultralytics.nn.tasks import DetectionModel
+from random_weights import randomised
 from ultralytics.utils.torch_utils import get_flops
 
 from sdgas.models.detect.loss import GIoUBboxLoss, VarifocalBCE
@@ -49,26 +50,10 @@ def test_ablation_ordering_of_tables_4_and_7():
     assert p["sdgasnet-pafpn.yaml"] < full < p["sdgasnet-fpn.yaml"]
 
 
-def randomise_for_fusion(model):
-    """Non-trivial BN statistics, BottleRep scales and head weights, so that fusion has something to get wrong."""
-    torch.manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-        if hasattr(m, "alpha"):
-            m.alpha.data.fill_(0.7)
-    for seq in [*model.model[-1].cv2, *model.model[-1].cv3]:
-        torch.nn.init.normal_(seq[-1].weight, std=0.05)
-
-
 @pytest.mark.parametrize("shape", [(1, 3, 640, 640), (2, 3, 256, 320)])
 def test_fused_model_gives_same_outputs(sdgasnet, shape):
     model = copy.deepcopy(sdgasnet)
-    randomise_for_fusion(model)
-    model.eval()
+    randomised(model)
     x = torch.rand(shape)
     with torch.no_grad():
         reference = model(x)[0]

@@ -11,6 +11,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from random_weights import randomised
 
 from sdgas.nn.modules import CSA, SDHead
 from sdgas.nn.modules.backbone import overlap_add, window_taps
@@ -24,28 +25,6 @@ ODD_AND_EVEN = [(1, 1), (2, 3), (5, 6), (7, 7), (32, 31), (33, 47)]
 def max_relative_difference(out: torch.Tensor, ref: torch.Tensor) -> float:
     """max |out - ref| / (|ref| + 1e-6), elementwise, as tests/test_build.py measures fusion."""
     return ((out.float() - ref).abs() / (ref.abs() + 1e-6)).max().item()
-
-
-def randomised(model):
-    """Non-trivial BN statistics, BottleRep scales, LayerNorm affines and head prediction weights."""
-    torch.manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-        elif isinstance(m, torch.nn.LayerNorm):
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-        elif isinstance(m, CSA):
-            m.attn.bias.data.uniform_(-1, 1)  # zero-initialised: make the attention depend on the bias layout too
-        if hasattr(m, "alpha"):
-            m.alpha.data.fill_(0.7)
-    head = model.model[-1]
-    for seq in [*head.cv2, *head.cv3]:
-        torch.nn.init.normal_(seq[-1].weight, std=0.05)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
