@@ -353,7 +353,7 @@ def tune_glibc_malloc() -> dict:
     By default glibc serves blocks above a dynamic threshold with fresh mmap pages, so every run of a 640x640
     model page-faults its large activations in again (a conv followed by SiLU on a 32x320x320 FP32 map: 12 ms
     instead of 2 ms here). Raising the mmap and trim thresholds (as MALLOC_MMAP_THRESHOLD_ and
-    MALLOC_TRIM_THRESHOLD_ would) makes every model here about 15-20% faster. Process-wide; returns the values set.
+    MALLOC_TRIM_THRESHOLD_ would) speeds up every model, peers included. Process-wide; returns the values set.
     """
     import ctypes
     import ctypes.util
