@@ -150,8 +150,9 @@ def machine() -> dict:
 
 def reproduce(budget: str, names: list, data: str, out: Path, project: Path):
     out.mkdir(parents=True, exist_ok=True)
-    results = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
     for name in names:
+        # read before every run: another harness process may have finished runs (a teacher) in the meantime
+        results = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
         tool, model, extra, teacher, table = RUNS[name]
         if name in results:
             print(f"{name}: done ({out / name}.json), skipped")
@@ -171,7 +172,6 @@ def reproduce(budget: str, names: list, data: str, out: Path, project: Path):
                   "eval_command": eval_command(run_dir / "weights" / "best.pt", data, BUDGETS[budget]["imgsz"]),
                   **evaluate(run_dir / "weights" / "best.pt", data, BUDGETS[budget]["imgsz"])}
         (out / f"{name}.json").write_text(json.dumps(record, indent=2))
-        results[name] = record
         print(f"{name}: AP {record['coco']['AP']:.4f}")
     write_table(out)
 
