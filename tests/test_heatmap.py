@@ -28,6 +28,14 @@ def test_gradcam_maps_cover_each_neck_level(name):
     assert any(cam.std() > 0 for cam in maps)
 
 
+def test_every_level_is_explained_by_its_own_detections():
+    """With fewer top-k scores than the finest grid has anchors, the coarse levels still get a map: each level's
+    target is its own top-k (a single global top-k would all land on P3 and leave P4/P5 without gradient)."""
+    _, tensor = load_image(next(DEMO_IMAGES.glob("*.jpg")), 128)
+    maps = neck_gradcam(model_with_live_head("sdgasnet.yaml"), tensor, topk=20)  # P3 alone has 256 anchors
+    assert all(cam.std() > 0 for cam in maps)
+
+
 def test_save_heatmaps_writes_one_overlay_per_level(tmp_path):
     image = next(DEMO_IMAGES.glob("*.jpg"))
     written = save_heatmaps(model_with_live_head("sdgasnet.yaml"), image, tmp_path, imgsz=96)

@@ -26,7 +26,12 @@ def load_image(path, imgsz: int):
 
 
 def neck_gradcam(model, tensor: torch.Tensor, topk: int = 100) -> list:
-    """Grad-CAM maps (H_i, W_i) in [0, 1] for every input level of the detection head, finest first."""
+    """Grad-CAM maps (H_i, W_i) in [0, 1] for every input level of the detection head, finest first.
+
+    Each level is explained by its own detections: the target of level i is the sum of the top-k best class scores
+    among that level's anchors. (One target over all anchors would leave the coarse levels blank on small images,
+    where the top-k all sit on the finest grid.)
+    """
     head = model.model[-1]
     taps = [model.model[i] for i in head.f]
     features = {}
@@ -38,15 +43,17 @@ def neck_gradcam(model, tensor: torch.Tensor, topk: int = 100) -> list:
             tensor = tensor.clone().requires_grad_(True)
             y = model(tensor)
             y = y[0] if isinstance(y, (tuple, list)) else y
-            scores = y[0, 4:4 + head.nc].amax(0)  # best class score per anchor
-            target = scores.topk(min(topk, scores.numel())).values.sum()
-            grads = torch.autograd.grad(target, [features[i] for i in range(len(taps))])
+            scores = y[0, 4:4 + head.nc].amax(0)  # best class score per anchor, anchors level by level
+            levels = [features[i] for i in range(len(taps))]
+            per_level = scores.split([f.shape[2] * f.shape[3] for f in levels])
+            grads = [torch.autograd.grad(s.topk(min(topk, s.numel())).values.sum(), f, retain_graph=True)[0]
+                     for s, f in zip(per_level, levels)]
     finally:
         for h in hooks:
             h.remove()
     maps = []
-    for i, grad in enumerate(grads):
-        cam = torch.relu((grad.mean((2, 3), keepdim=True) * features[i]).sum(1))[0]
+    for feature, grad in zip(levels, grads):
+        cam = torch.relu((grad.mean((2, 3), keepdim=True) * feature).sum(1))[0]
         maps.append((cam / cam.max().clamp(min=1e-12)).detach().numpy())
     return maps
 
