@@ -35,7 +35,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from sdgas.nn.modules import SDHead
 
 PEERS = ("yolov8n.yaml", "yolov8s.yaml", "yolo11n.yaml", "yolo11s.yaml", "yolov10s.yaml", "yolo26s.yaml")
 BASELINE = "yolov8s.yaml"  # ratios are quoted against this peer, measured in the same run
@@ -51,26 +50,25 @@ REFERENCE_SUFFIX = " (unoptimized)"
 # CPU inference forms
 
 
-def cpu_flags() -> set:
-    """The CPU feature flags of this machine (/proc/cpuinfo; empty where unavailable)."""
+def cpuinfo_field(name: str) -> str:
+    """The first `name : value` of /proc/cpuinfo ("" where unavailable)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
+            if line.startswith(name):
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return set()
+    return ""
+
+
+def cpu_flags() -> set:
+    """The CPU feature flags of this machine (/proc/cpuinfo; empty where unavailable)."""
+    return set(cpuinfo_field("flags").split())
 
 
 def cpu_name() -> str:
     """The CPU model name (/proc/cpuinfo), else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    return cpuinfo_field("model name") or platform.processor()
 
 
 def bf16_supported() -> bool:
@@ -102,10 +100,7 @@ def optimize_for_cpu(model: nn.Module, precision: str = "fp32", channels_last: b
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if precision == "bf16":
-        model.to(torch.bfloat16)
-        for m in model.modules():
-            if isinstance(m, SDHead):
-                m.dfl.float()  # the fixed DFL expectation kernel decodes float32 boxes
+        model.to(torch.bfloat16)  # SDHead casts its DFL kernel back and decodes in float32 (SDHead._inference)
     return model
 
 
@@ -566,19 +561,15 @@ def _as_list(value) -> list:
 def cli(overrides: dict) -> int:
     """`sdgas benchmark key=value ...`: model=, peers=, modes=, imgsz=, rounds=, warmup=, threads=, device=, source=,
     reference=, out= (writes out.json and out.md; default runs/benchmark/speed)."""
-    known = {"model", "peers", "modes", "imgsz", "rounds", "warmup", "threads", "device", "source", "reference",
-             "out", "pause", "max_other_load", "nc"}
+    convert = {"imgsz": int, "rounds": int, "warmup": int, "nc": int, "pause": float, "max_other_load": float,
+               "reference": bool, "threads": lambda v: int(v) if v else None, "source": lambda v: v,
+               "device": lambda v: str(v or "cpu"), "peers": _as_list, "modes": lambda v: _as_list(v) or None}
+    known = {"model", "out", *convert}
     unknown = set(overrides) - known
     if unknown:
         raise SyntaxError(f"unknown benchmark argument(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
-    peers = overrides.get("peers", ",".join(PEERS))
-    report = benchmark(models=_as_list(overrides.get("model", "sdgasnet.yaml")), peers=_as_list(peers),
-                       modes=_as_list(overrides.get("modes")) or None, imgsz=int(overrides.get("imgsz", 640)),
-                       rounds=int(overrides.get("rounds", 50)), warmup=int(overrides.get("warmup", 10)),
-                       threads=overrides.get("threads"), device=str(overrides.get("device", "cpu") or "cpu"),
-                       source=overrides.get("source"), reference=bool(overrides.get("reference", True)),
-                       pause=float(overrides.get("pause", 0.05)),
-                       max_other_load=float(overrides.get("max_other_load", 0.15)), nc=int(overrides.get("nc", 6)))
+    kwargs = {k: convert[k](v) for k, v in overrides.items() if k in convert}  # the rest keep benchmark()'s defaults
+    report = benchmark(models=_as_list(overrides.get("model", "sdgasnet.yaml")), **kwargs)
     json_file, md_file = write_report(report, overrides.get("out", "runs/benchmark/speed"))
     print(markdown(report))
     print(f"wrote {json_file} and {md_file}")
