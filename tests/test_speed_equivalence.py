@@ -213,3 +213,13 @@ def test_benchmark_report_structure(tmp_path):
     assert report["env"]["threads"] == 1 and "loadavg_before" in report["env"]
     json_file, md_file = write_report(report, tmp_path / "speed")
     assert "yolov8s" in md_file.read_text() and json_file.is_file()
+
+
+def test_ort_workers_stop_spinning_when_a_run_ends():
+    """The benchmark's ONNX Runtime pool must not keep spinning after `run`: it took the cores from the torch DFL
+    decode timed right after it (SD-GASNet's decode read 6-45 ms instead of 3 ms on 2 cores)."""
+    from sdgas.utils.benchmarks import ort_session_options
+
+    options = ort_session_options(2)
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1

@@ -215,11 +215,24 @@ class RawOutputs(nn.Module):
         return preds["boxes"], preds["scores"]
 
 
+def ort_session_options(threads: int):
+    """ONNX Runtime CPU options of the benchmark: `threads` intra-op threads, all graph optimizations, and worker
+    threads that spin between the graph's nodes (ORT's default, fast for graphs of many small nodes) but stop
+    spinning when a run ends. Without the stop, the pool still spinning after `run` took the cores from the torch
+    DFL decode that follows it: SD-GASNet's decode measured 6-45 ms instead of 3 ms on 2 cores."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    return options
+
+
 class OnnxRunner:
     """One model exported to ONNX (raw head outputs) and run by ONNX Runtime FP32 on the CPU; decode and NMS in torch.
 
-    ORT keeps its defaults (worker threads spin briefly after a run, which pays off for graphs of many small nodes
-    such as SD-GASNet's); the benchmark's pause between runs lets the spinning end before the next engine runs.
+    Session options: `ort_session_options`.
     """
 
     def __init__(self, model: nn.Module, imgsz: int, threads: int, workdir: Path, name: str, fuse: bool = True):
@@ -244,10 +257,7 @@ class OnnxRunner:
                 onnxslim.slim(str(file), str(file))
         except ImportError:
             pass
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(file), ort_session_options(threads), providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.feats = [torch.empty(1, 0, imgsz // int(s), imgsz // int(s)) for s in self.head.stride]  # anchor grids
 
@@ -534,8 +544,8 @@ the head's DFL expectation, anchors and strides (plus the top-k of end-to-end he
 RepVGG; for SD-GASNet also the unfold/fold-free CSA and the banded stage-0 blocks), channels-last as ultralytics' \
 AutoBackend runs them on x86 CPUs, and for BF16 `optimize_for_cpu(model, "bf16")` (BF16 weights and activations; \
 SD-GASNet decodes boxes in float32). ONNX Runtime runs the same fused graph (raw outputs) with ORT_ENABLE_ALL and \
-its default thread settings. glibc malloc keeps freed buffers up to 32 MiB for reuse (`tune_glibc_malloc`) for all \
-models alike. "(unoptimized)" is SD-GASNet as sdgas deployed it before this work: ultralytics' \
+worker threads that spin between nodes but stop when a run ends (`ort_session_options`). glibc malloc keeps freed \
+buffers up to 32 MiB for reuse (`tune_glibc_malloc`) for all models alike. "(unoptimized)" is SD-GASNet as sdgas deployed it before this work: ultralytics' \
 fusion only, with the CSA's unfold/fold. Peers are stock ultralytics models built from their YAMLs with random \
 weights; with random weights few boxes pass the confidence threshold, so NMS is cheap for every model."""
 
