@@ -78,7 +78,8 @@ def main(weights: str, data: str, imgsz: int, batch: int, forms: list, out: Path
         r["delta_mAP50-95_points"] = round(r["mAP50-95"] - base["mAP50-95"], 2)
         r["delta_mAP50_points"] = round(r["mAP50"] - base["mAP50"], 2)
         r["delta_COCO_AP_points"] = round(r["COCO_AP"] - base["COCO_AP"], 2)
-    result = {"command": shlex.join([Path(sys.executable).name, *sys.argv]), "weights": str(weights), "data": data, "imgsz": imgsz, "bf16_native": bf16_supported(), "rows": rows}
+    result = {"command": shlex.join([Path(sys.executable).name, *sys.argv]), "weights": str(weights), "data": data,
+              "imgsz": imgsz, "bf16_native": bf16_supported(), "rows": rows}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

@@ -223,10 +223,11 @@ def write_table(out: Path):
         first = next(iter(records.values()))
         b, m = first["budget_args"], first["machine"]
         lines += [f"## Budget `{budget_dir.name}`", "",
-                  f"Train arguments for every run: `{' '.join(f'{k}={v}' for k, v in b.items())}`, seed {first['seed']}, "
+                  f"Train arguments for every run: `{' '.join(f'{k}={v}' for k, v in b.items())}`, "
+                  f"seed {first['seed']}, "
                   f"deterministic, on {Path(first['data']).parent.name} ({first['data']}). Distilled runs train the "
                   "student from the same initialization with the teacher run's best.pt. Machine: "
-                  f"{m.get('cpu', m['processor'])}, {m['cpu_count']} cores, {m['torch_threads'] if 'torch_threads' in m else '?'} "
+                  f"{m.get('cpu', m['processor'])}, {m['cpu_count']} cores, {m.get('torch_threads', '?')} "
                   f"torch thread(s) per run, torch {m['torch']}.", "",
                   "| run | paper table | " + " | ".join(COCO_KEYS) + " | params M | GFLOPs@640 | CPU ms/img* | "
                   "train time |", "|" + "---|" * 12]

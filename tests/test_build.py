@@ -6,13 +6,14 @@ import pytest
 import torch
 from ultralytics.cfg import get_cfg
 from ultralytics.nn.tasks import DetectionModel
-from random_weights import randomised
 from ultralytics.utils.torch_utils import get_flops
 
 from sdgas.models.detect.loss import GIoUBboxLoss, VarifocalBCE
 from sdgas.nn.modules import SDHead
 from sdgas.nn.tasks import SDGASDetectionModel
 from sdgas.utils import MODELS_DIR, sdgas_default_cfg
+
+from random_weights import randomised
 
 VARIANTS = sorted(p.name for p in MODELS_DIR.glob("*.yaml"))
 

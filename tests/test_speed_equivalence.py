@@ -11,13 +11,14 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from random_weights import randomised
 
 from sdgas.nn.modules import CSA, SDHead
 from sdgas.nn.modules.backbone import overlap_add, window_taps
 from sdgas.nn.tasks import SDGASDetectionModel
 from sdgas.utils.benchmarks import (RawOutputs, bf16_supported, decode_outputs, detect_head, optimize_for_cpu,
                                     prepare_input, return_raw_outputs)
+
+from random_weights import randomised
 
 ODD_AND_EVEN = [(1, 1), (2, 3), (5, 6), (7, 7), (32, 31), (33, 47)]
 

@@ -82,9 +82,9 @@ def optimize_for_cpu(model: nn.Module, precision: str = "fp32", channels_last: b
 
     `fuse()` folds Conv+BN and reparameterizes RepVGG blocks (ultralytics); for SD-GASNet it also switches the
     CSA and the stage-0 blocks to their inference forms (`SDGASDetectionModel.fuse`). Channels-last memory makes
-    the NHWC tokens of the LVT stages free views of the convolution maps. `precision="bf16"` stores weights in BF16 (run the model on
-    BF16 channels-last input); SD-GASNet's box decode (`SDHead`) stays in float32. Outputs match the unoptimized
-    model to float32 rounding (tests/test_speed_equivalence.py); BF16 changes them by BF16 rounding.
+    the NHWC tokens of the LVT stages free views of the convolution maps. `precision="bf16"` stores weights in BF16
+    (run the model on BF16 channels-last input); SD-GASNet's box decode (`SDHead`) stays in float32. Outputs match
+    the unoptimized model to float32 rounding (tests/test_speed_equivalence.py); BF16 changes them by BF16 rounding.
 
     Args:
         model (nn.Module): an ultralytics-style detection model (sdgas or stock).
@@ -545,8 +545,8 @@ RepVGG; for SD-GASNet also the unfold/fold-free CSA and the banded stage-0 block
 AutoBackend runs them on x86 CPUs, and for BF16 `optimize_for_cpu(model, "bf16")` (BF16 weights and activations; \
 SD-GASNet decodes boxes in float32). ONNX Runtime runs the same fused graph (raw outputs) with ORT_ENABLE_ALL and \
 worker threads that spin between nodes but stop when a run ends (`ort_session_options`). glibc malloc keeps freed \
-buffers up to 32 MiB for reuse (`tune_glibc_malloc`) for all models alike. "(unoptimized)" is SD-GASNet as sdgas deployed it before this work: ultralytics' \
-fusion only, with the CSA's unfold/fold. Peers are stock ultralytics models built from their YAMLs with random \
+buffers up to 32 MiB for reuse (`tune_glibc_malloc`) for all models alike. "(unoptimized)" is SD-GASNet as sdgas \
+deployed it before this work: ultralytics' fusion only, with the CSA's unfold/fold. Peers are stock ultralytics models built from their YAMLs with random \
 weights; with random weights few boxes pass the confidence threshold, so NMS is cheap for every model."""
 
 

@@ -138,7 +138,8 @@ class CSA(nn.Module):
 
         In PyTorch the attention logits come out key-tap-major (the Linear's rows reordered, the scale folded in),
         so the softmax runs over a strided axis with contiguous inner loops instead of over 9 contiguous values
-        (over 20x faster on this CPU); ONNX Runtime prefers the softmax over the last axis, so an export keeps the Linear's order.
+        (over 20x faster on this CPU); ONNX Runtime prefers the softmax over the last axis, so an export keeps the
+        Linear's order.
         The window taps are strided slices (no unfold), the per-tap value maps one batched matmul, and the
         overlap-add is `overlap_add` (no fold). Every tensor stays NHWC, so nothing is permuted back and forth.
         """
