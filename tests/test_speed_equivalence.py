@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from sdgas.nn.modules import CSA, SDHead
-from sdgas.nn.modules.backbone import overlap_add, window_taps
+from sdgas.nn.modules.backbone import overlap_add, pointwise_linear, window_taps
 from sdgas.nn.tasks import SDGASDetectionModel
 from sdgas.utils.benchmarks import (RawOutputs, bf16_supported, decode_outputs, detect_head, optimize_for_cpu,
                                     prepare_input, return_raw_outputs)
@@ -50,6 +50,21 @@ def test_overlap_add_equals_fold(h, w):
     taps = torch.randn(9, 2, oh, ow, 5, dtype=torch.float64)
     folded = F.fold(taps.permute(1, 4, 0, 2, 3).reshape(2, 45, oh * ow), (h, w), 3, padding=1, stride=2)
     assert torch.allclose(overlap_add(taps, (h, w)).permute(0, 3, 1, 2), folded, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("rows", [slice(None), slice(3, 17)])  # a whole map and a band of rows (a strided view)
+@pytest.mark.parametrize("bias", [True, False])
+def test_pointwise_linear_equals_linear_with_gradients(rows, bias):
+    """The 1x1-convolution form of a Linear over NHWC channels gives F.linear's values and gradients."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 20, 24, 64, dtype=torch.float64)[:, rows].requires_grad_()
+    weight = torch.randn(96, 64, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(96, dtype=torch.float64, requires_grad=True) if bias else None
+    out, ref = pointwise_linear(x, weight, b), F.linear(x, weight, b)
+    assert out.shape == ref.shape and torch.allclose(out, ref, rtol=1e-12, atol=1e-12)
+    grads = torch.autograd.grad(out.square().sum(), [x, weight])
+    ref_grads = torch.autograd.grad(ref.square().sum(), [x, weight])
+    assert all(torch.allclose(g, r, rtol=1e-10, atol=1e-10) for g, r in zip(grads, ref_grads))
 
 
 @pytest.mark.parametrize("b, h, w", [(2, 40, 40), *((1, h, w) for h, w in ODD_AND_EVEN)])

@@ -29,6 +29,19 @@ def avg_pool_2x2(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, 2, 2, ceil_mode=bool(x.shape[-1] % 2 or x.shape[-2] % 2))
 
 
+def pointwise_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear` over the channels of an NHWC map (B, H, W, c1) -> (B, H, W, c2), as a 1x1 convolution on the CPU.
+
+    The NHWC map is the channels-last view of an NCHW map, so the convolution needs no copy. oneDNN's 1x1 kernel is
+    1.3-1.4x faster than the MKL sgemm behind `F.linear` in float32 on an AMD EPYC (6400-25600 tokens x 64-256
+    channels); the values are the same to float rounding. Other devices keep `F.linear`, and so does ONNX export:
+    there the MatMul is as fast as a Conv, which would add layout reorders around it in ONNX Runtime.
+    """
+    if x.dim() != 4 or x.device.type != "cpu" or torch.onnx.is_in_onnx_export():
+        return F.linear(x, weight, bias)
+    return F.conv2d(x.permute(0, 3, 1, 2), weight[:, :, None, None], bias).permute(0, 2, 3, 1)
+
+
 def window_taps(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """The 9 taps of every 3x3/s2/p1 window of an NHWC map, tap-major: (B, H, W, C) -> (9, B, h, w, C).
 
@@ -131,7 +144,7 @@ class CSA(nn.Module):
         out = (attn @ v).permute(0, 1, 4, 3, 2).reshape(B, C * k2, h * w)  # back to channel-major windows
         # int(): a constant output size, which ONNX export of fold (Col2Im, opset 18) requires
         out = F.fold(out, (int(H), int(W)), self.k, padding=self.pad, stride=self.stride)
-        return self.proj(out.permute(0, 2, 3, 1))
+        return pointwise_linear(out.permute(0, 2, 3, 1), self.proj.weight, self.proj.bias)
 
     def forward_taps(self, x):
         """`forward` with the same arithmetic laid out for speed (3x3/s2 windows only), used after `fuse()`.
@@ -153,13 +166,13 @@ class CSA(nn.Module):
         else:
             weight = self.attn.weight.view(heads, 9, 9, C).permute(2, 0, 1, 3).reshape(-1, C) * self.scale
             bias = self.attn.bias.view(heads, 9, 9).permute(2, 0, 1).reshape(-1) * self.scale
-            attn = F.linear(pooled, weight, bias).view(n, 9, heads, 9)  # (windows, key tap, heads, query tap)
+            attn = pointwise_linear(pooled, weight, bias).view(n, 9, heads, 9)  # (windows, key tap, heads, query tap)
             attn = attn.float().softmax(1).to(x.dtype)  # float32: strided BF16 softmax is several times slower
             attn = attn.permute(0, 2, 3, 1).reshape(n * heads, 9, 9)
         v = torch.bmm(window_taps(x, h, w).view(9, n, C), self.v_pw.weight.view(9, C, C).transpose(1, 2))
         out = torch.bmm(attn, v.view(9, n * heads, d).transpose(0, 1))  # (windows*heads, query tap, C/heads)
         out = out.view(B, h, w, heads, 9, d).permute(4, 0, 1, 2, 3, 5).reshape(9, B, h, w, C)
-        return self.proj(overlap_add(out, (H, W)))
+        return pointwise_linear(overlap_add(out, (H, W)), self.proj.weight, self.proj.bias)
 
     def fuse(self):
         """Switch to `forward_taps` for inference (`SDGASDetectionModel.fuse`); same outputs, parameters untouched."""
@@ -187,12 +200,12 @@ class SRA(nn.Module):
     def forward(self, x):
         B, H, W, C = x.shape
         heads = self.heads
-        q = self.q(x).reshape(B, H * W, heads, C // heads).transpose(1, 2)
+        q = pointwise_linear(x, self.q.weight).reshape(B, H * W, heads, C // heads).transpose(1, 2)
         if self.sr > 1:
             x = self.norm(self.reduce(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
-        kv = self.kv(x).reshape(B, -1, 2, heads, C // heads).permute(2, 0, 3, 1, 4)
+        kv = pointwise_linear(x, self.kv.weight).reshape(B, -1, 2, heads, C // heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, kv[0], kv[1])  # (B, heads, HW, C/heads)
-        return self.proj(out.transpose(1, 2).reshape(B, H, W, C))
+        return pointwise_linear(out.transpose(1, 2).reshape(B, H, W, C), self.proj.weight, self.proj.bias)
 
 
 class MLP(nn.Module):
@@ -203,7 +216,8 @@ class MLP(nn.Module):
         self.fc1, self.act, self.fc2 = nn.Linear(dim, dim * ratio), nn.GELU(), nn.Linear(dim * ratio, dim)
 
     def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
+        x = self.act(pointwise_linear(x, self.fc1.weight, self.fc1.bias))
+        return pointwise_linear(x, self.fc2.weight, self.fc2.bias)
 
 
 class DWConvMLP(nn.Module):
