@@ -4,12 +4,14 @@ Four stages give C2..C5 at strides 4/8/16/32 with 64/64/160/256 channels. Every 
 `embed -> blocks -> LayerNorm`, and the normalised map is both the stage output and the next stage's input.
 Between stages tensors are NCHW (ultralytics convention); inside a stage the blocks work on NHWC tokens.
 
-`fuse()` (via `SDGASDetectionModel.fuse`) switches the CSA and the stage-0 blocks to inference forms that compute
-the same values faster on a CPU (`CSA.forward_taps`, `LVTBlock.forward_banded`); with a channels-last model (as
-ultralytics' AutoBackend runs it on x86 CPUs) the NHWC tokens are free views of the convolution outputs.
+`fuse()` (via `SDGASDetectionModel.fuse`) switches the CSA, the stage-0 blocks and the blocks' Linear layers to
+inference forms that compute the same values faster on a CPU (`CSA.forward_taps`, `LVTBlock.forward_banded`,
+`pointwise_linear`); with a channels-last model (as ultralytics' AutoBackend runs it on x86 CPUs) the NHWC tokens
+are free views of the convolution outputs.
 """
 
 import math
+import types
 
 import torch
 import torch.nn as nn
@@ -40,6 +42,14 @@ def pointwise_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     if x.dim() != 4 or x.device.type != "cpu" or torch.onnx.is_in_onnx_export():
         return F.linear(x, weight, bias)
     return F.conv2d(x.permute(0, 3, 1, 2), weight[:, :, None, None], bias).permute(0, 2, 3, 1)
+
+
+def _linear_as_pointwise_conv(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """`nn.Linear.forward` through `pointwise_linear`, set on a block's Linear layers by `LVTBlock.fuse`.
+
+    The layers stay modules that are called, so hooks (ultralytics' GFLOPs counter) still see them.
+    """
+    return pointwise_linear(x, self.weight, self.bias)
 
 
 def window_taps(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -144,7 +154,7 @@ class CSA(nn.Module):
         out = (attn @ v).permute(0, 1, 4, 3, 2).reshape(B, C * k2, h * w)  # back to channel-major windows
         # int(): a constant output size, which ONNX export of fold (Col2Im, opset 18) requires
         out = F.fold(out, (int(H), int(W)), self.k, padding=self.pad, stride=self.stride)
-        return pointwise_linear(out.permute(0, 2, 3, 1), self.proj.weight, self.proj.bias)
+        return self.proj(out.permute(0, 2, 3, 1))
 
     def forward_taps(self, x):
         """`forward` with the same arithmetic laid out for speed (3x3/s2 windows only), used after `fuse()`.
@@ -172,7 +182,7 @@ class CSA(nn.Module):
         v = torch.bmm(window_taps(x, h, w).view(9, n, C), self.v_pw.weight.view(9, C, C).transpose(1, 2))
         out = torch.bmm(attn, v.view(9, n * heads, d).transpose(0, 1))  # (windows*heads, query tap, C/heads)
         out = out.view(B, h, w, heads, 9, d).permute(4, 0, 1, 2, 3, 5).reshape(9, B, h, w, C)
-        return pointwise_linear(overlap_add(out, (H, W)), self.proj.weight, self.proj.bias)
+        return self.proj(overlap_add(out, (H, W)))
 
     def fuse(self):
         """Switch to `forward_taps` for inference (`SDGASDetectionModel.fuse`); same outputs, parameters untouched."""
@@ -200,12 +210,12 @@ class SRA(nn.Module):
     def forward(self, x):
         B, H, W, C = x.shape
         heads = self.heads
-        q = pointwise_linear(x, self.q.weight).reshape(B, H * W, heads, C // heads).transpose(1, 2)
+        q = self.q(x).reshape(B, H * W, heads, C // heads).transpose(1, 2)
         if self.sr > 1:
             x = self.norm(self.reduce(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
-        kv = pointwise_linear(x, self.kv.weight).reshape(B, -1, 2, heads, C // heads).permute(2, 0, 3, 1, 4)
+        kv = self.kv(x).reshape(B, -1, 2, heads, C // heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, kv[0], kv[1])  # (B, heads, HW, C/heads)
-        return pointwise_linear(out.transpose(1, 2).reshape(B, H, W, C), self.proj.weight, self.proj.bias)
+        return self.proj(out.transpose(1, 2).reshape(B, H, W, C))
 
 
 class MLP(nn.Module):
@@ -216,8 +226,7 @@ class MLP(nn.Module):
         self.fc1, self.act, self.fc2 = nn.Linear(dim, dim * ratio), nn.GELU(), nn.Linear(dim * ratio, dim)
 
     def forward(self, x):
-        x = self.act(pointwise_linear(x, self.fc1.weight, self.fc1.bias))
-        return pointwise_linear(x, self.fc2.weight, self.fc2.bias)
+        return self.fc2(self.act(self.fc1(x)))
 
 
 class DWConvMLP(nn.Module):
@@ -273,7 +282,11 @@ class LVTBlock(nn.Module):
         return torch.cat(bands, 1)
 
     def fuse(self):
-        """Switch CSA blocks with the token-wise MLP to `forward_banded` (`SDGASDetectionModel.fuse`); same outputs."""
+        """Inference forms (`SDGASDetectionModel.fuse`), same outputs: the Linear layers run as `pointwise_linear`,
+        and CSA blocks with the token-wise MLP switch to `forward_banded`."""
+        for m in self.modules():
+            if type(m) is nn.Linear:
+                m.forward = types.MethodType(_linear_as_pointwise_conv, m)
         if isinstance(self.attn, CSA) and (self.attn.k, self.attn.stride) == (3, 2) and isinstance(self.mlp, MLP):
             self.forward = self.forward_banded
 
