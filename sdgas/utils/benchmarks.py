@@ -1,10 +1,10 @@
 """CPU inference forms of a detector and `sdgas benchmark`, the paper-style latency benchmark (issue 5).
 
-`optimize_for_cpu(model, precision)` turns a detection model (sdgas or stock ultralytics) into its fastest CPU form
-with the same outputs: `fuse()` (Conv+BN folding, RepVGG reparameterization, and for SD-GASNet the unfold/fold-free
-CSA and the banded stage-0 blocks), channels-last memory, and for `precision="bf16"` BF16 weights with SD-GASNet's
-box decode kept in float32. `sdgas predict/val` get the FP32 form by themselves: ultralytics' AutoBackend calls
-`fuse()` and, on x86 CPUs, converts PyTorch models to channels-last.
+`optimize_for_cpu(model, precision)` turns a detection model (sdgas or stock ultralytics) into its fastest CPU form with
+the same outputs: `fuse()` (Conv+BN folding, RepVGG reparameterization, and for SD-GASNet the unfold/fold-free CSA, the
+banded stage-0 blocks and the blocks' Linear layers as 1x1 convolutions), channels-last memory, and for
+`precision="bf16"` BF16 weights with SD-GASNet's box decode kept in float32. `sdgas predict/val` get the FP32 form by
+themselves: ultralytics' AutoBackend calls `fuse()` and, on x86 CPUs, converts PyTorch models to channels-last.
 
 `benchmark(...)` times batch-1 inference split as the paper reports it (preprocess, model inference, DFL decode,
 NMS) for sdgas models and stock ultralytics peers built from their YAMLs (random weights; nothing is downloaded), in
@@ -536,18 +536,19 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-METHOD = """How it is measured (`sdgas.utils.benchmarks`): every model is timed once per round in every mode, round by \
-round, with a short pause between runs. Preprocess is ultralytics' predictor preprocess (letterbox, BGR->RGB, \
+METHOD = """How it is measured (`sdgas.utils.benchmarks`): every model is timed once per round in every mode, round \
+by round, with a short pause between runs. Preprocess is ultralytics' predictor preprocess (letterbox, BGR->RGB, \
 HWC->CHW, /255) plus the model's dtype and memory format; inference runs the model to its raw head outputs; decode is \
 the head's DFL expectation, anchors and strides (plus the top-k of end-to-end heads); NMS is ultralytics' \
 `non_max_suppression` at the predictor's defaults. PyTorch models are in their deploy form: `fuse()` (Conv+BN, \
-RepVGG; for SD-GASNet also the unfold/fold-free CSA and the banded stage-0 blocks), channels-last as ultralytics' \
-AutoBackend runs them on x86 CPUs, and for BF16 `optimize_for_cpu(model, "bf16")` (BF16 weights and activations; \
-SD-GASNet decodes boxes in float32). ONNX Runtime runs the same fused graph (raw outputs) with ORT_ENABLE_ALL and \
-worker threads that spin between nodes but stop when a run ends (`ort_session_options`). glibc malloc keeps freed \
-buffers up to 32 MiB for reuse (`tune_glibc_malloc`) for all models alike. "(unoptimized)" is SD-GASNet as sdgas \
-deployed it before this work: ultralytics' fusion only, with the CSA's unfold/fold. Peers are stock ultralytics models built from their YAMLs with random \
-weights; with random weights few boxes pass the confidence threshold, so NMS is cheap for every model."""
+RepVGG; for SD-GASNet also the unfold/fold-free CSA, the banded stage-0 blocks and the Linear layers as 1x1 \
+convolutions), channels-last as ultralytics' AutoBackend runs them on x86 CPUs, and for BF16 `optimize_for_cpu(model, \
+"bf16")` (BF16 weights and activations; SD-GASNet decodes boxes in float32). ONNX Runtime runs the same fused graph \
+(raw outputs) with ORT_ENABLE_ALL and worker threads that spin between nodes but stop when a run ends \
+(`ort_session_options`). glibc malloc keeps freed buffers up to 32 MiB for reuse (`tune_glibc_malloc`) for all models \
+alike. "(unoptimized)" is SD-GASNet as sdgas deployed it before this work: ultralytics' fusion only, with the CSA's \
+unfold/fold and F.linear. Peers are stock ultralytics models built from their YAMLs with random weights; with random \
+weights few boxes pass the confidence threshold, so NMS is cheap for every model."""
 
 
 def write_report(report: dict, out) -> tuple:
