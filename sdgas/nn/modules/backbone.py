@@ -11,7 +11,6 @@ are free views of the convolution outputs.
 """
 
 import math
-import types
 
 import torch
 import torch.nn as nn
@@ -44,12 +43,13 @@ def pointwise_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     return F.conv2d(x.permute(0, 3, 1, 2), weight[:, :, None, None], bias).permute(0, 2, 3, 1)
 
 
-def _linear_as_pointwise_conv(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """`nn.Linear.forward` through `pointwise_linear`, set on a block's Linear layers by `LVTBlock.fuse`.
+class PointwiseLinear(nn.Linear):
+    """An nn.Linear over NHWC channels that runs as `pointwise_linear`: the inference form `LVTBlock.fuse` gives the
+    blocks' Linear layers. Same parameters; still an nn.Linear, so FLOP counters and hooks see it, and it pickles
+    as a class (a fused model saves and loads like any other)."""
 
-    The layers stay modules that are called, so hooks (ultralytics' GFLOPs counter) still see them.
-    """
-    return pointwise_linear(x, self.weight, self.bias)
+    def forward(self, x):
+        return pointwise_linear(x, self.weight, self.bias)
 
 
 def window_taps(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -286,7 +286,7 @@ class LVTBlock(nn.Module):
         and CSA blocks with the token-wise MLP switch to `forward_banded`."""
         for m in self.modules():
             if type(m) is nn.Linear:
-                m.forward = types.MethodType(_linear_as_pointwise_conv, m)
+                m.__class__ = PointwiseLinear
         if isinstance(self.attn, CSA) and (self.attn.k, self.attn.stride) == (3, 2) and isinstance(self.mlp, MLP):
             self.forward = self.forward_banded
 
