@@ -5,7 +5,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from ultralytics.engine.results import Results
+from ultralytics.utils import NUM_THREADS
 
 from sdgas import SDGAS
 from sdgas.engine.model import DEMO_IMAGES
@@ -57,6 +59,40 @@ def test_reload_in_fresh_process_predicts_identical_boxes(trained, tmp_path):
 def test_predict_without_source_uses_demo_images(trained):
     results = SDGAS(trained.trainer.best).predict(**PREDICT)
     assert len(results) == len(list(DEMO_IMAGES.glob("*.jpg"))) and isinstance(results[0], Results)
+
+
+@pytest.fixture
+def three_inference_threads(monkeypatch):
+    """cpu_inference_threads() answers 3 (as with OMP_NUM_THREADS=3 before import); torch threads restored after."""
+    monkeypatch.setattr("sdgas.utils.OMP_THREADS_AT_IMPORT", "3")
+    threads = torch.get_num_threads()
+    yield 3
+    torch.set_num_threads(threads)
+
+
+def test_cpu_predict_and_val_use_inference_threads_not_ultralytics_training_count(trained, three_inference_threads):
+    """ultralytics' device selection sets cpu_count - 1 torch threads (1 on a 2-core machine, half the speed);
+    prediction and standalone validation on the CPU then set cpu_inference_threads()."""
+    if NUM_THREADS == three_inference_threads:
+        pytest.skip("this machine's cpu_count - 1 is 3, so the two settings cannot be told apart")
+    SDGAS(trained.trainer.best).predict(**PREDICT, device="cpu")
+    assert torch.get_num_threads() == three_inference_threads
+    torch.set_num_threads(1)
+    SDGAS(trained.trainer.best).val(imgsz=64, batch=8, workers=0, plots=False, device="cpu")
+    assert torch.get_num_threads() == three_inference_threads
+
+
+def test_cpu_inference_threads_are_the_usable_physical_cores(monkeypatch):
+    """Without OMP_NUM_THREADS: the physical cores, capped by the CPUs this process may run on (taskset, cgroups)."""
+    import os
+
+    import psutil
+
+    from sdgas.utils import cpu_inference_threads
+
+    monkeypatch.setattr("sdgas.utils.OMP_THREADS_AT_IMPORT", None)
+    usable = len(os.sched_getaffinity(0))
+    assert cpu_inference_threads() == min(usable, psutil.cpu_count(logical=False))
 
 
 def test_val_returns_ultralytics_metrics(trained):

@@ -1,4 +1,5 @@
-"""SDGASPredictor: ultralytics' DetectionPredictor that diagnoses image files before reading them.
+"""SDGASPredictor: ultralytics' DetectionPredictor that diagnoses image files before reading them and predicts on
+all physical CPU cores.
 
 Stock prediction reads each file with cv2 and, when that fails, logs only "Image Read Error <file>"; a huge image is
 decoded in full. Here every image file of a file/folder/list source is diagnosed first (`sdgas.data.dataset`): a file
@@ -6,11 +7,13 @@ that cannot be used is left out with a warning naming it and the real problem, c
 line counts them. A source left without any usable image is a clear error.
 """
 
+import torch
 from ultralytics.data.loaders import LoadImagesAndVideos
 from ultralytics.models.yolo.detect import DetectionPredictor
 from ultralytics.utils import LOGGER
 
 from sdgas.data.dataset import CONVERTED, SKIPPED, InputReport, counts_text, diagnose_image, format_message
+from sdgas.utils import cpu_inference_threads
 
 
 class SDGASPredictor(DetectionPredictor):
@@ -21,6 +24,13 @@ class SDGASPredictor(DetectionPredictor):
     """
 
     input_report = None
+
+    def setup_model(self, model, verbose: bool = True):
+        """ultralytics' model set-up, then torch threads for CPU inference (`cpu_inference_threads`), which
+        ultralytics' device selection had cut to cpu_count - 1."""
+        super().setup_model(model, verbose)
+        if self.device.type == "cpu":
+            torch.set_num_threads(cpu_inference_threads())
 
     def setup_source(self, source, stride=None):
         """ultralytics' source setup, then unusable image files are removed from an image/video file loader."""

@@ -9,6 +9,7 @@ that size range (COCO's convention).
 
 The paper evaluates with conf 0.03, NMS IoU 0.65 and at most 300 detections: `paper_eval=True` (cfg/default.yaml)
 sets exactly these (`PAPER_EVAL`); ultralytics' val defaults are conf 0.001, iou 0.7, max_det 300.
+Standalone validation on the CPU runs on all physical cores (`cpu_inference_threads`), not ultralytics' cpu_count - 1.
 
 Examples:
     >>> from sdgas import SDGAS
@@ -22,10 +23,13 @@ import io
 import math
 from pathlib import Path
 
+import torch
 from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.utils import LOGGER, RANK, nms
 from ultralytics.utils.metrics import DetMetrics
 from ultralytics.utils.torch_utils import get_flops
+
+from sdgas.utils import cpu_inference_threads
 
 PAPER_EVAL = {"conf": 0.03, "iou": 0.65, "max_det": 300}  # the paper's evaluation settings
 COCO_AP = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval.stats[0:6]
@@ -112,6 +116,8 @@ class SDGASValidator(DetectionValidator):
         super().__init__(dataloader, save_dir, args, _callbacks)
         self.args.save_json = True  # collect COCO-format predictions; ultralytics builds the COCO ground truth
         self.metrics = SDGASDetMetrics()
+        if use_cpu_cores_when_standalone not in self.callbacks["on_val_start"]:  # the dict may be a model's, reused
+            self.add_callback("on_val_start", use_cpu_cores_when_standalone)
 
     def build_dataset(self, img_path, mode="val", batch=None):
         """ultralytics' dataset as an SDGASDataset: bad images/labels skipped or converted with a precise warning."""
@@ -238,6 +244,13 @@ class SDGASValidator(DetectionValidator):
         with open(file, "a", encoding="utf-8") as f:
             f.write(header + ",".join(f"{v:.6g}" for v in vals) + "\n")
         LOGGER.info(f"Metrics saved to {file}")
+
+
+def use_cpu_cores_when_standalone(validator: SDGASValidator) -> None:
+    """on_val_start: a standalone validation on the CPU gets `cpu_inference_threads` torch threads (ultralytics'
+    device selection cut them to cpu_count - 1); validation inside training keeps the trainer's setting."""
+    if not validator.training and validator.device.type == "cpu":
+        torch.set_num_threads(cpu_inference_threads())
 
 
 def _mute(*args, **kwargs):
