@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from sdgas.nn.modules import CSA, SDHead
 from sdgas.nn.modules.backbone import PointwiseLinear, overlap_add, pointwise_linear, window_taps
-from sdgas.nn.tasks import SDGASDetectionModel
+from sdgas.nn.tasks import SDGASDetectionModel, model_gflops
 from sdgas.utils.benchmarks import (RawOutputs, bf16_supported, decode_outputs, detect_head, optimize_for_cpu,
                                     prepare_input, return_raw_outputs)
 
@@ -139,6 +139,9 @@ def test_fused_model_still_counts_the_linear_layers_in_gflops(sdgasnet):
     linears = [m for m in sdgas_fused.model[:4].modules() if isinstance(m, torch.nn.Linear)]
     assert linears and all(type(m) is PointwiseLinear for m in linears)  # the conv form is in place
     assert abs(get_flops(sdgas_fused, 640) / get_flops(ultralytics_fused, 640) - 1) < 0.01
+    # model_gflops (sdgas val's Params/GFLOPs line) also counts the CSA's matmul-form Linear and value conv
+    assert model_gflops(sdgas_fused, 640) == pytest.approx(get_flops(ultralytics_fused, 640), rel=1e-9)
+    assert model_gflops(sdgas_fused, 640) > get_flops(sdgas_fused, 640)
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 640, 640), (2, 3, 256, 320), (1, 3, 224, 224)])

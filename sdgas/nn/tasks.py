@@ -8,6 +8,7 @@ layer once on a 256x256 dummy input instead of duplicating channel rules.
 """
 
 import contextlib
+import copy
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ from ultralytics.nn.modules import Detect
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import LOGGER, YAML
 from ultralytics.utils.ops import make_divisible
+from ultralytics.utils.torch_utils import get_flops
 
 from sdgas.nn.modules import CSA, BepC3, BiFusion, CS, FGPEM, Inject, LVTBlock, LVTStage, MFA, SDHead
 from sdgas.utils import MODELS_DIR, resolve_cfg_file
@@ -152,3 +154,17 @@ class SDGASDetectionModel(DetectionModel):
     @property
     def model_name(self) -> str:
         return Path(self.yaml.get("yaml_file", "sdgasnet.yaml")).stem
+
+
+def model_gflops(model: nn.Module, imgsz: int = 640) -> float:
+    """ultralytics' GFLOPs count (module hooks) of a model, fused or not.
+
+    The CSA's inference form (`CSA.forward_taps`) computes its attention Linear and value convolution as batched
+    matmuls that module hooks cannot see (0.14 GFLOPs at 640), so a fused model is counted on a copy whose layers
+    use their reference forwards: the count of ultralytics' fusion alone.
+    """
+    reference = copy.deepcopy(model)
+    for m in reference.modules():
+        if isinstance(m, INFERENCE_FORMS):  # not ultralytics' fused Conv, whose forward_fuse is the only one left
+            m.__dict__.pop("forward", None)  # the forward that `fuse()` set on the instance
+    return get_flops(reference, imgsz)

@@ -27,8 +27,8 @@ import torch
 from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.utils import LOGGER, RANK, nms
 from ultralytics.utils.metrics import DetMetrics
-from ultralytics.utils.torch_utils import get_flops
 
+from sdgas.nn.tasks import model_gflops
 from sdgas.utils import cpu_inference_threads
 
 PAPER_EVAL = {"conf": 0.03, "iou": 0.65, "max_det": 300}  # the paper's evaluation settings
@@ -148,7 +148,7 @@ class SDGASValidator(DetectionValidator):
         if not self.training and getattr(model, "format", None) == "pt":  # AutoBackend around the fused model
             native = model.model
             self.metrics.complexity = {"params": sum(p.numel() for p in native.parameters()),
-                                       "GFLOPs": get_flops(native, 640)}
+                                       "GFLOPs": model_gflops(native, 640)}
 
     def postprocess(self, preds) -> list[dict]:
         """NMS as ultralytics' validator runs it, minus its time limit (2 s + 0.05 s per image).
