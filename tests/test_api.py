@@ -62,24 +62,24 @@ def test_predict_without_source_uses_demo_images(trained):
 
 
 @pytest.fixture
-def three_inference_threads(monkeypatch):
-    """cpu_inference_threads() answers 3 (as with OMP_NUM_THREADS=3 before import); torch threads restored after."""
-    monkeypatch.setattr("sdgas.utils.OMP_THREADS_AT_IMPORT", "3")
-    threads = torch.get_num_threads()
-    yield 3
-    torch.set_num_threads(threads)
+def inference_threads(monkeypatch):
+    """cpu_inference_threads() answers one more than ultralytics' cpu_count - 1 (as OMP_NUM_THREADS set before
+    import would), so the two settings always differ; torch threads restored after."""
+    threads = NUM_THREADS + 1
+    monkeypatch.setattr("sdgas.utils.OMP_THREADS_AT_IMPORT", str(threads))
+    before = torch.get_num_threads()
+    yield threads
+    torch.set_num_threads(before)
 
 
-def test_cpu_predict_and_val_use_inference_threads_not_ultralytics_training_count(trained, three_inference_threads):
+def test_cpu_predict_and_val_use_inference_threads_not_ultralytics_training_count(trained, inference_threads):
     """ultralytics' device selection sets cpu_count - 1 torch threads (1 on a 2-core machine, half the speed);
     prediction and standalone validation on the CPU then set cpu_inference_threads()."""
-    if NUM_THREADS == three_inference_threads:
-        pytest.skip("this machine's cpu_count - 1 is 3, so the two settings cannot be told apart")
     SDGAS(trained.trainer.best).predict(**PREDICT, device="cpu")
-    assert torch.get_num_threads() == three_inference_threads
+    assert torch.get_num_threads() == inference_threads
     torch.set_num_threads(1)
     SDGAS(trained.trainer.best).val(imgsz=64, batch=8, workers=0, plots=False, device="cpu")
-    assert torch.get_num_threads() == three_inference_threads
+    assert torch.get_num_threads() == inference_threads
 
 
 def test_cpu_inference_threads_are_the_usable_physical_cores(monkeypatch):

@@ -12,7 +12,7 @@ def cpu_inference_threads() -> int:
     was imported, else the physical cores this process may run on (torch's own default).
 
     ultralytics' `select_device` sets cpu_count - 1 threads, its choice for training beside dataloader workers; on a
-    2-core machine that is one thread, and `sdgas predict` ran at half speed (367 vs 185 ms per image).
+    2-core machine that is one thread, and `sdgas predict` took 408-429 ms per image instead of 205-240.
     """
     if OMP_THREADS_AT_IMPORT and OMP_THREADS_AT_IMPORT.isdigit():
         return max(1, int(OMP_THREADS_AT_IMPORT))
