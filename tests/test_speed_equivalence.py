@@ -129,8 +129,8 @@ def test_fuse_keeps_state_dict_keys_of_sdgas_layers():
 
 def test_fused_model_still_counts_the_linear_layers_in_gflops(sdgasnet):
     """The blocks' Linear layers run as 1x1 convolutions after fuse() but are still nn.Linear modules that are
-    called, so ultralytics' GFLOPs counter (module hooks) sees them: the full sdgas fusion counts within 1% of ultralytics'
-    fusion alone (calling the Linear functionally lost 14%)."""
+    called, so ultralytics' GFLOPs counter (module hooks) sees them: the full sdgas fusion counts within 1% of
+    ultralytics' fusion alone (calling the Linear functionally lost 14%)."""
     from ultralytics.nn.tasks import DetectionModel
     from ultralytics.utils.torch_utils import get_flops
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from sdgas.utils import cpu_inference_threads
 
 PEERS = ("yolov8n.yaml", "yolov8s.yaml", "yolo11n.yaml", "yolo11s.yaml", "yolov10s.yaml", "yolo26s.yaml")
 BASELINE = "yolov8s.yaml"  # ratios are quoted against this peer, measured in the same run
@@ -406,7 +407,7 @@ def benchmark(models=("sdgasnet.yaml",), peers=PEERS, modes=None, imgsz=640, rou
             Default: all the device supports (BF16 only where the CPU has AVX512-BF16 or AMX).
         imgsz (int): square input size.
         rounds (int): timed rounds; warmup (int): untimed rounds first.
-        threads (int): torch and ONNX Runtime intra-op threads (default: all cores).
+        threads (int): torch and ONNX Runtime intra-op threads (default: `cpu_inference_threads()`, physical cores).
         device (str): "cpu" or a CUDA device.
         source (str): image to preprocess (default: ultralytics' bundled bus.jpg).
         reference (bool): also time each sdgas model in its unoptimized deploy form.
@@ -421,7 +422,7 @@ def benchmark(models=("sdgasnet.yaml",), peers=PEERS, modes=None, imgsz=640, rou
     import cv2
     from ultralytics.utils import ASSETS
 
-    threads = int(threads or os.cpu_count() or 1)
+    threads = int(threads or cpu_inference_threads())
     torch.set_num_threads(threads)
     is_gpu = torch.device(device).type == "cuda"
     modes = tuple(modes or (GPU_MODES if is_gpu else tuple(m for m in CPU_MODES if m != "torch-bf16" or
