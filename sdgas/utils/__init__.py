@@ -22,6 +22,14 @@ def cpu_inference_threads() -> int:
     return max(1, min(usable, psutil.cpu_count(logical=False) or usable))
 
 
+def use_cpu_inference_threads(device) -> None:
+    """On a CPU device, set torch's threads to `cpu_inference_threads()` (after ultralytics' device selection)."""
+    if device.type == "cpu":
+        import torch
+
+        torch.set_num_threads(cpu_inference_threads())
+
+
 def _find_cfg_dir() -> Path:
     """The cfg/ tree: inside the package when installed as a wheel, beside it in a source checkout."""
     for candidate in (PACKAGE_DIR / "cfg", PACKAGE_DIR.parent / "cfg"):

@@ -7,13 +7,12 @@ that cannot be used is left out with a warning naming it and the real problem, c
 line counts them. A source left without any usable image is a clear error.
 """
 
-import torch
 from ultralytics.data.loaders import LoadImagesAndVideos
 from ultralytics.models.yolo.detect import DetectionPredictor
 from ultralytics.utils import LOGGER
 
 from sdgas.data.dataset import CONVERTED, SKIPPED, InputReport, counts_text, diagnose_image, format_message
-from sdgas.utils import cpu_inference_threads
+from sdgas.utils import use_cpu_inference_threads
 
 
 class SDGASPredictor(DetectionPredictor):
@@ -29,8 +28,7 @@ class SDGASPredictor(DetectionPredictor):
         """ultralytics' model set-up, then torch threads for CPU inference (`cpu_inference_threads`), which
         ultralytics' device selection had cut to cpu_count - 1."""
         super().setup_model(model, verbose)
-        if self.device.type == "cpu":
-            torch.set_num_threads(cpu_inference_threads())
+        use_cpu_inference_threads(self.device)
 
     def setup_source(self, source, stride=None):
         """ultralytics' source setup, then unusable image files are removed from an image/video file loader."""

@@ -23,13 +23,12 @@ import io
 import math
 from pathlib import Path
 
-import torch
 from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.utils import LOGGER, RANK, nms
 from ultralytics.utils.metrics import DetMetrics
 
 from sdgas.nn.tasks import model_gflops
-from sdgas.utils import cpu_inference_threads
+from sdgas.utils import use_cpu_inference_threads
 
 PAPER_EVAL = {"conf": 0.03, "iou": 0.65, "max_det": 300}  # the paper's evaluation settings
 COCO_AP = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval.stats[0:6]
@@ -249,8 +248,8 @@ class SDGASValidator(DetectionValidator):
 def use_cpu_cores_when_standalone(validator: SDGASValidator) -> None:
     """on_val_start: a standalone validation on the CPU gets `cpu_inference_threads` torch threads (ultralytics'
     device selection cut them to cpu_count - 1); validation inside training keeps the trainer's setting."""
-    if not validator.training and validator.device.type == "cpu":
-        torch.set_num_threads(cpu_inference_threads())
+    if not validator.training:
+        use_cpu_inference_threads(validator.device)
 
 
 def _mute(*args, **kwargs):
