@@ -232,8 +232,8 @@ def test_bf16_support_reported_from_cpu_flags():
 
 
 def test_benchmark_report_structure(tmp_path):
-    """`benchmark` runs every (model, mode) pair and reports the four parts, spread, ratios and load (smoke test at
-    64x64, one round; figures are not checked)."""
+    """`benchmark` runs every (model, mode) pair and reports the four parts, spread, ratios, load and the fused
+    model's complexity, the same for both deploy forms (smoke test at 64x64, one round; timings are not checked)."""
     from sdgas.utils.benchmarks import PARTS, benchmark, write_report
 
     report = benchmark(models=("sdgasnet.yaml",), peers=("yolov8s.yaml",), modes=("torch", "onnx"), imgsz=64,
@@ -243,6 +243,8 @@ def test_benchmark_report_structure(tmp_path):
     for r in report["results"]:
         assert all(r[p]["median"] >= 0 and r[p]["p25"] <= r[p]["p75"] for p in (*PARTS, "total"))
     assert report["ratios"]["torch"]["yolov8s.yaml"]["total"] == 1.0
+    figures = {r["model"]: (r["params_M"], r["gflops"]) for r in report["results"]}  # of the fused form, as timed
+    assert figures["sdgasnet.yaml"] == figures["sdgasnet.yaml (unoptimized)"]
     assert report["env"]["threads"] == 1 and "loadavg_before" in report["env"]
     json_file, md_file = write_report(report, tmp_path / "speed")
     assert "yolov8s" in md_file.read_text() and json_file.is_file()

@@ -312,11 +312,14 @@ def unoptimized(model: nn.Module) -> nn.Module:
 
 
 def model_complexity(model: nn.Module, imgsz: int) -> dict:
-    """Parameters (as built) and GFLOPs at imgsz by ultralytics' counter."""
-    from ultralytics.utils.torch_utils import get_flops
+    """Parameters and GFLOPs at imgsz of the fused model, the form that is timed and that ultralytics' model summary
+    and the paper report; so a model and its unoptimized deploy form get the same figures."""
+    from sdgas.nn.tasks import model_gflops
 
-    return {"params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-            "gflops": round(get_flops(model, imgsz), 2)}
+    fused = copy.deepcopy(model).eval()
+    fused.fuse(verbose=False)
+    return {"params_M": round(sum(p.numel() for p in fused.parameters()) / 1e6, 3),
+            "gflops": round(model_gflops(fused, imgsz), 2)}
 
 
 class CpuLoad:
