@@ -250,6 +250,21 @@ def test_benchmark_report_structure(tmp_path):
     assert "yolov8s" in md_file.read_text() and json_file.is_file()
 
 
+def test_benchmark_device_takes_ultralytics_values_and_refuses_a_missing_gpu():
+    """`device=0` means CUDA GPU 0, as in ultralytics; on a machine without one it is an error naming the device,
+    never a silent CPU run (the CLI once turned 0 into "cpu") or a torch driver traceback."""
+    from sdgas.utils.benchmarks import benchmark_device
+
+    assert benchmark_device(None) == benchmark_device("cpu") == benchmark_device("CPU") == "cpu"
+    with pytest.raises(ValueError, match="'gpu' is not a device"):
+        benchmark_device("gpu")
+    if torch.cuda.is_available():
+        assert benchmark_device(0) == benchmark_device("0") == "cuda:0"
+    else:
+        with pytest.raises(ValueError, match="device=0 asks for a CUDA GPU"):
+            benchmark_device(0)
+
+
 def test_ort_workers_stop_spinning_when_a_run_ends():
     """The benchmark's ONNX Runtime pool must not keep spinning after `run`: it took the cores from the torch DFL
     decode timed right after it (SD-GASNet's decode read 6-45 ms instead of 3 ms on 2 cores)."""

@@ -398,6 +398,23 @@ def environment(threads: int, device: str) -> dict:
 # The benchmark
 
 
+def benchmark_device(device) -> str:
+    """A torch device string from ultralytics-style `device=` values ("cpu", 0, "0", "cuda:1"); a CUDA device on a
+    machine without one is an error here, not a torch driver traceback (or a silent CPU run) later."""
+    spec = str("cpu" if device is None or device == "" else device).strip().lower()
+    spec = f"cuda:{spec}" if spec.isdigit() else spec
+    try:
+        kind = torch.device(spec).type
+    except RuntimeError as e:
+        raise ValueError(f"benchmark device={device!r} is not a device: use cpu, a CUDA index (0) or cuda:N") from e
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"benchmark device={device!r} asks for a CUDA GPU, but torch finds none on this machine "
+                         "(torch.cuda.is_available() is False); use device=cpu")
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"benchmark device={device!r}: only cpu and CUDA devices are supported")
+    return spec
+
+
 def benchmark(models=("sdgasnet.yaml",), peers=PEERS, modes=None, imgsz=640, rounds=50, warmup=10, threads=None,
               device="cpu", source=None, reference=True, pause=0.05, max_other_load=0.15, nc=6, verbose=True) -> dict:
     """Time every (model, mode) pair once per round, interleaved, and summarize the per-part latencies.
@@ -411,7 +428,7 @@ def benchmark(models=("sdgasnet.yaml",), peers=PEERS, modes=None, imgsz=640, rou
         imgsz (int): square input size.
         rounds (int): timed rounds; warmup (int): untimed rounds first.
         threads (int): torch and ONNX Runtime intra-op threads (default: `cpu_inference_threads()`, physical cores).
-        device (str): "cpu" or a CUDA device.
+        device (str | int): "cpu" or a CUDA device ("cuda:0", or ultralytics-style 0).
         source (str): image to preprocess (default: ultralytics' bundled bus.jpg).
         reference (bool): also time each sdgas model in its unoptimized deploy form.
         pause (float): seconds between runs, so one engine's idle threads do not slow the next.
@@ -425,6 +442,7 @@ def benchmark(models=("sdgasnet.yaml",), peers=PEERS, modes=None, imgsz=640, rou
     import cv2
     from ultralytics.utils import ASSETS
 
+    device = benchmark_device(device)
     threads = int(threads or cpu_inference_threads())
     torch.set_num_threads(threads)
     is_gpu = torch.device(device).type == "cuda"
@@ -578,7 +596,7 @@ def cli(overrides: dict) -> int:
     reference=, out= (writes out.json and out.md; default runs/benchmark/speed)."""
     convert = {"imgsz": int, "rounds": int, "warmup": int, "nc": int, "pause": float, "max_other_load": float,
                "reference": bool, "threads": lambda v: int(v) if v else None, "source": lambda v: v,
-               "device": lambda v: str(v or "cpu"), "peers": _as_list, "modes": lambda v: _as_list(v) or None}
+               "device": benchmark_device, "peers": _as_list, "modes": lambda v: _as_list(v) or None}
     known = {"model", "out", *convert}
     unknown = set(overrides) - known
     if unknown:
