@@ -596,7 +596,8 @@ def cli(overrides: dict) -> int:
     reference=, out= (writes out.json and out.md; default runs/benchmark/speed)."""
     convert = {"imgsz": int, "rounds": int, "warmup": int, "nc": int, "pause": float, "max_other_load": float,
                "reference": bool, "threads": lambda v: int(v) if v else None, "source": lambda v: v,
-               "device": benchmark_device, "peers": _as_list, "modes": lambda v: _as_list(v) or None}
+               "device": lambda v: v,  # as given: benchmark() resolves it (benchmark_device)
+               "peers": _as_list, "modes": lambda v: _as_list(v) or None}
     known = {"model", "out", *convert}
     unknown = set(overrides) - known
     if unknown:
