@@ -31,6 +31,14 @@ def resolve_data(data) -> str:
     return str(path)
 
 
+def stage_metrics(metrics, model) -> dict:
+    """The metrics of a finished training run: its validator's, or, after DDP training (whose validator ran in the
+    worker processes), those its best checkpoint was saved with."""
+    if hasattr(metrics, "results_dict"):
+        return metrics.results_dict
+    return dict((model.ckpt or {}).get("train_metrics") or {})
+
+
 class SDGAS(Model):
     """SD-GASNet detector: `SDGAS("sdgasnet.yaml").train(data=...)`, `SDGAS("best.pt").predict(...)`.
 
@@ -114,7 +122,7 @@ class SDGAS(Model):
                 extra = {"distill_model": str(stages["teacher"]["weights"])}
             metrics = model.train(trainer, **kwargs, **extra, name=f"{name}-stage{len(stages) + 1}")
             best = model.trainer.best if model.trainer.best.exists() else model.trainer.last
-            stages[stage] = {"weights": best, **getattr(metrics, "results_dict", {})}
+            stages[stage] = {"weights": best, **stage_metrics(metrics, model)}
         self.__dict__.update(vars(model))  # this object now holds the student
         self.selfdistill_results = stages
         for stage, r in stages.items():

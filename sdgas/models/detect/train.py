@@ -2,23 +2,25 @@
 
 from copy import copy
 
+from ultralytics.cfg import cfg2dict
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
 from sdgas.nn.tasks import SDGASDetectionModel
 from sdgas.utils import sdgas_default_cfg, sdgas_only_keys
-from sdgas.utils.checkpoint import (AllEpochsSaved, CheckpointError, atomic_final_strip, check_class_count,
-                                    staged_checkpoint_writes, truncate_results_csv)
+from sdgas.utils.checkpoint import (AllEpochsSaved, CheckpointError, atomic_final_strip, check_class_count, is_trusted,
+                                    staged_checkpoint_writes, truncate_results_csv, trust_checkpoint)
 
 
 class SDGASTrainer(DetectionTrainer):
     """DetectionTrainer for SD-GASNet: sdgas keys accepted, SD-GASNet built from YAML, BottleRep scales not decayed."""
 
     def __init__(self, cfg=DEFAULT_CFG, overrides=None, _callbacks=None):
-        if cfg is DEFAULT_CFG:
-            cfg = sdgas_default_cfg()  # get_cfg validates overrides against this extended base
-        super().__init__(cfg, overrides, _callbacks)
+        """get_cfg validates `overrides` against `cfg`, so sdgas' keys are added to it: sdgas' defaults for the
+        default config, the missing ones for any other (a DDP worker passes ultralytics' DEFAULT_CFG_DICT copy)."""
+        cfg = sdgas_default_cfg() if cfg is DEFAULT_CFG else {**sdgas_default_cfg(), **cfg2dict(cfg)}
+        super().__init__(cfg, carry_trust(overrides), _callbacks)
 
     def get_model(self, cfg=None, weights=None, verbose=True):
         """Build an SDGASDetectionModel for the dataset's classes and load `weights` if given."""
@@ -172,6 +174,19 @@ def set_kd_alpha(trainer):
     if hasattr(model, "kd"):
         model.alpha = kd_alpha(trainer.epoch, trainer.epochs, model.kd.alpha_min)
         LOGGER.info(f"distillation: epoch {trainer.epoch + 1}/{trainer.epochs}, alpha {model.effective_alpha:.4f}")
+
+
+def carry_trust(overrides):
+    """The trainer's arguments, with `trust=True` where this process trusts the model= checkpoint, and that file
+    trusted here where they say `trust=True`. A DDP worker is a fresh process that knows only these arguments."""
+    overrides = dict(overrides or {})
+    model = str(overrides.get("model") or "")
+    if model.lower().endswith(".pt"):
+        if overrides.get("trust"):
+            trust_checkpoint(model)
+        elif is_trusted(model):
+            overrides["trust"] = True
+    return overrides
 
 
 def strip_sdgas_keys(args):
