@@ -179,6 +179,15 @@ def machine() -> dict:
             "load_average": os.getloadavg()}
 
 
+def code_version() -> dict:
+    """The commit the run started from and the package files that differed from it (others edit the tree too)."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
+    return {"commit": git("rev-parse", "HEAD").strip(),
+            "uncommitted": git("status", "--porcelain", "--", "sdgas", "cfg").splitlines()}
+
+
 def schedule(groups: list, seeds: list) -> list:
     """(run, seed) pairs in training order: group after group; within a group seed after seed, its runs in the order
     given. `--runs gasnet,sdgasnet,yolov8s yolo11s` trains gasnet, sdgasnet, yolov8s of the first seed, then those of
@@ -194,7 +203,7 @@ def logged_commands(log: Path) -> list:
 def train_and_evaluate(name: str, seed: int, budget: str, data: str, out: Path, project: Path, results: dict) -> dict:
     """Train one (run, seed) (or finish it) and return its JSON record."""
     tool, model, extra, teacher, table = RUNS[name]
-    rid, start = run_id(name, seed), time.time()
+    rid, start, code = run_id(name, seed), time.time(), code_version()
     args = train_args(name, seed, budget, data, project, results)
     run_training(args, tool, out / f"{rid}.log")
     compact_log(out / f"{rid}.log")
@@ -205,7 +214,7 @@ def train_and_evaluate(name: str, seed: int, budget: str, data: str, out: Path, 
             "data": data, "train_command": shlex.join(command(tool, args)),
             "commands": logged_commands(out / f"{rid}.log"), "wall_s_this_invocation": time.time() - start,
             "train_time_s": training_time(run_dir), "weights": str(best), "pretrained": False, "machine": machine(),
-            "eval_command": eval_command(best, data, imgsz), **evaluate(best, data, imgsz)}
+            "code": code, "eval_command": eval_command(best, data, imgsz), **evaluate(best, data, imgsz)}
 
 
 def reproduce(budget: str, pairs: list, data: str, out: Path, project: Path):
