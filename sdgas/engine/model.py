@@ -8,7 +8,8 @@ from sdgas.models.detect import SDGASTrainer, SDGASValidator
 from sdgas.models.detect.predict import SDGASPredictor
 from sdgas.nn.tasks import SDGASDetectionModel, load_model_yaml
 from sdgas.utils import DATASETS_DIR, DEMO_DATA, resolve_cfg_file
-from sdgas.utils.checkpoint import check_detection_model, trust_checkpoint
+from sdgas.utils.checkpoint import (check_detection_model, check_resumable, checkpoint_path_setting,
+                                    refuse_untrusted_torchscript, trust_checkpoint)
 from sdgas.utils.weights import export_safetensors, load_safetensors
 
 DEMO_IMAGES = DEMO_DATA.parent / "neu-det-demo" / "images" / "val"
@@ -54,6 +55,8 @@ class SDGAS(Model):
             raise FileNotFoundError(f"model file '{model}' not found (sdgas never downloads weights by name)")
         if trust:
             trust_checkpoint(model)
+        if model.lower().endswith(".torchscript"):
+            refuse_untrusted_torchscript(model)
         super().__init__(model, task=task, verbose=verbose)
 
     def _new(self, cfg, task=None, verbose=False):
@@ -97,6 +100,8 @@ class SDGAS(Model):
         """ultralytics' training; `selfdistill=True` runs both stages of the self-distillation recipe."""
         if kwargs.pop("selfdistill", False):
             return self._selfdistill(trainer, **kwargs)
+        if kwargs.get("resume") is True and self.ckpt:  # ultralytics would start a new run on coco8 instead
+            check_resumable(self.ckpt, self.ckpt_path)
         if kwargs.get("data") or not kwargs.get("resume"):  # a resumed run keeps its checkpoint's data
             kwargs["data"] = resolve_data(kwargs.get("data") or self.overrides.get("data"))
         return super().train(trainer=trainer, **kwargs)
@@ -134,8 +139,15 @@ class SDGAS(Model):
         from sdgas.models.detect.val import apply_paper_eval
 
         apply_paper_eval(kwargs)  # paper_eval=True -> conf=0.03, iou=0.65, max_det=300
-        kwargs["data"] = resolve_data(kwargs.get("data") or self.overrides.get("data"))
+        kwargs["data"] = resolve_data(kwargs.get("data") or self._checkpoint_data())
         return super().val(validator=validator, **kwargs)
+
+    def _checkpoint_data(self):
+        """The dataset a loaded checkpoint names, only if it is a local file (never a URL, never a download)."""
+        data = self.overrides.get("data")
+        if data and self.ckpt_path and str(self.ckpt_path).lower().endswith(".pt"):
+            return checkpoint_path_setting(data, "data", self.ckpt_path)
+        return data
 
     def predict(self, source=None, stream=False, predictor=None, **kwargs):
         return super().predict(source if source is not None else str(DEMO_IMAGES), stream, predictor, **kwargs)

@@ -1,19 +1,25 @@
-"""Checkpoints that are safe to load and writes that survive being killed.
+"""Checkpoints that cannot run code, and writes that survive being killed.
 
-ultralytics loads `.pt` files by unpickling them, which runs whatever code the file carries. sdgas routes every such
-load (`SDGAS("x.pt")`, the `sdgas` CLI, resume, pretrained weights, a distillation teacher, the validator's
-AutoBackend and the end-of-training `strip_optimizer`) through `load_checkpoint_dict`: a restricted unpickler that
+A `.pt` file is a zip archive holding a pickle, and unpickling runs whatever the pickle asks for. sdgas never
+unpickles with Python's own machinery: every untrusted load (`SDGAS("x.pt")`, the `sdgas` CLI, resume, pretrained
+weights, a distillation teacher, the validator's AutoBackend, the end-of-training strip, and `YOLO("x.pt")` once sdgas
+is imported) goes through `load_checkpoint_dict`, which
 
-- resolves only the globals a genuine sdgas or ultralytics detection checkpoint holds: nn.Module classes from
-  `torch.nn.modules`, `ultralytics.nn` and `sdgas`, classes defined in `sdgas` and in ultralytics' distillation, loss
-  and assigner modules, torch's tensor rebuild functions and a few plain data types;
-- lets those classes be created only the way pickle creates a plain object (`__new__` then state), never by calling
-  them with arguments from the file, and calls only the data-rebuilding functions;
-- checks the model YAML inside the checkpoint, because training and fine-tuning rebuild the model from it and
-  ultralytics' builder evaluates activation strings and looks layer names up in its own globals.
+1. reads the archive with torch's own reader (never `zipfile`, which may see another archive in the same bytes) and
+   refuses TorchScript programs, compressed entries and entries larger than the file;
+2. reads the pickle's opcodes without executing them (`pickletools.genops`) and refuses globals outside the
+   allow-list, dunder names (which would let BUILD replace `__setstate__` on an instance), integers large enough to
+   make a dict's keys collide, and nesting deeper than `MAX_DEPTH`;
+3. unpickles with torch's weights-only unpickler (`torch.load(weights_only=True)`), registering the allow-list through
+   ultralytics' own safe-load machinery (`ultralytics.nn.tasks._SafeLoad`). Model classes are registered as
+   `RestoreOnly` stand-ins, so pickle can restore a layer (`cls.__new__` then its state) but never call a class with
+   arguments from the file (a constructor that builds, downloads or allocates);
+4. checks what came out: a detection model whose instances shadow no method with a callable, whose hooks are real
+   hooks, whose tensors fit their storage, and whose model YAML (rebuilt when training) names only layer classes with
+   bounded sizes.
 
-Anything else is refused with one line naming the offending global, the file, and the opt-out: `SDGAS(x, trust=True)`,
-the CLI key `trust=True`, or the environment variable SDGAS_TRUST_CHECKPOINTS=1 (those use ultralytics' own loader).
+Anything else is refused with one line naming the file and the reason. `SDGAS(x, trust=True)`, the CLI key
+`trust=True` and SDGAS_TRUST_CHECKPOINTS=1 are the explicit opt-out (ultralytics' unrestricted loader; TorchScript).
 
 Checkpoint writes are staged in a folder beside the weights, flushed to disk and renamed into place, so a kill or a
 full disk during a save leaves the previous last.pt/best.pt intact; `truncate_results_csv` drops the rows of epochs a
@@ -22,14 +28,17 @@ resumed checkpoint never saved.
 
 from __future__ import annotations
 
+import _compat_pickle
 import ast
 import contextlib
 import importlib
 import os
 import pickle
+import pickletools
+import re
 import shutil
+import sys
 import types
-import zipfile
 from pathlib import Path
 
 import torch
@@ -38,11 +47,28 @@ from ultralytics.utils import LOGGER
 
 TRUST_ENV = "SDGAS_TRUST_CHECKPOINTS"
 STAGING_DIR = ".saving"  # inside the weights folder: same filesystem, so the final rename is atomic
+MAX_DEPTH = 1000  # pickle stack depth; genuine checkpoints stay under 100
+MAX_INT_BITS = 60  # ints hash to themselves below 2**61 - 1, so larger ones are how dict keys are made to collide
+DUNDER = re.compile(r"^__\w+__$")
 
-# nn.Module subclasses are admitted from these namespaces; pickled module classes name their defining module
-MODULE_NAMESPACES = ("torch.nn.modules", "ultralytics.nn", "sdgas")
-# plain (non-Module) classes admitted when defined in these modules, or anywhere in sdgas
+# classes a checkpoint may restore: nn.Modules defined in these modules, and (CLASS_MODULES) plain classes too
+LAYER_PACKAGES = ("torch.nn.modules", "ultralytics.nn.modules", "sdgas.nn.modules")
+MODEL_MODULES = ("ultralytics.nn.tasks", "ultralytics.nn.distill_model", "sdgas.nn.tasks", "sdgas.models.detect.distill")
 CLASS_MODULES = ("ultralytics.nn.distill_model", "ultralytics.utils.loss", "ultralytics.utils.tal")
+# data a genuine checkpoint holds besides its classes: tensors, sizes, dicts, sets, bytes, the args namespace
+DATA_GLOBALS = ("collections.OrderedDict", "builtins.set", "builtins.frozenset", "_codecs.encode", "torch.Size",
+                "torch.device", "torch.nn.parameter.Parameter", "torch._utils._rebuild_tensor",
+                "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
+                "torch._utils._rebuild_parameter_with_state", "torch.storage.UntypedStorage",
+                "torch.storage.TypedStorage", "ultralytics.utils.IterableSimpleNamespace",
+                "ultralytics.yolo.utils.IterableSimpleNamespace", "builtins.getattr", "numpy.dtype",
+                "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
+                *(f"{m}.{c}" for m in ("pathlib", "pathlib._local") for c in ("PosixPath", "WindowsPath")))
+LEGACY_ALIASES = {  # names old ultralytics checkpoints use for classes that moved (as ultralytics' own loader maps)
+    "ultralytics.nn.modules.block.Silence": nn.Identity,
+    "ultralytics.nn.tasks.YOLOv10DetectionModel": ("ultralytics.nn.tasks", "DetectionModel"),
+    "ultralytics.utils.loss.v10DetectLoss": ("ultralytics.utils.loss", "E2EDetectLoss"),
+}
 
 _TRUSTED_FILES: set[str] = set()
 _ULTRALYTICS_TORCH_SAFE_LOAD = None  # ultralytics' own loader, used for trusted files; set by install_safe_loading()
@@ -53,20 +79,11 @@ class CheckpointError(ValueError):
 
 
 class UnsafeCheckpointError(CheckpointError):
-    """A checkpoint whose pickle references or calls something no genuine checkpoint contains."""
+    """A checkpoint that asks for something no genuine checkpoint holds (code, a constructor call, unbounded cost)."""
 
 
 class AllEpochsSaved(Exception):  # noqa: N818 - a control-flow signal, not an error
     """A resumed run's checkpoint already holds its final epoch: only the final evaluation is left to do."""
-
-
-class _Refused(pickle.UnpicklingError):
-    """Raised inside the unpickler; turned into an UnsafeCheckpointError (or, for a class this installation lacks, a
-    CheckpointError) naming the file."""
-
-    def __init__(self, what: str, missing: bool = False):
-        super().__init__(what)
-        self.what, self.missing = what, missing
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -86,232 +103,331 @@ def is_trusted(path) -> bool:
 
 
 def opt_out_hint(file) -> str:
-    """The sentence every refusal ends with: how a user who trusts the file loads it anyway."""
-    return (f"If you trust this file, load it with SDGAS('{file}', trust=True), the CLI key trust=True, "
-            f"or {TRUST_ENV}=1.")
+    """The sentence every refusal of a file's content ends with: the explicit opt-out for a file the user trusts."""
+    return f"Only if you trust this file: SDGAS('{file}', trust=True), the CLI key trust=True, or {TRUST_ENV}=1."
+
+
+def refuse(file, reason: str):
+    """The one-line refusal of a file whose content could run code or exhaust the machine."""
+    raise UnsafeCheckpointError(f"refusing to load '{file}': {reason}. {opt_out_hint(file)}")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The allow-list
+# The allow-list, registered with ultralytics' safe-load machinery
 
 
-def _numpy_globals() -> dict:
-    """numpy scalars and dtypes (a best_fitness or metric stored as np.float64); object scalars are refused."""
-    import numpy as np
+class RestoreOnly:
+    """Allow-list stand-in for a class: torch's NEWOBJ (`cls.__new__(cls, *args)`) restores an instance of the real
+    class, while a REDUCE of it (a call with arguments chosen by the file) is refused."""
 
-    reconstruct = np.float64(0).__reduce__()[0]
+    def __init__(self, cls: type):
+        self.cls = cls
+        self.__new__ = self.restore  # an instance attribute: torch's unpickler looks `__new__` up on this object
 
-    def numpy_scalar(dtype, *args):
-        """numpy's scalar reconstructor for plain numeric dtypes only (an object dtype holds arbitrary objects)."""
-        if not isinstance(dtype, np.dtype) or dtype.hasobject:
-            raise _Refused(f"a numpy object scalar ({dtype})")
-        return reconstruct(dtype, *args)
+    def restore(self, _stand_in, *args):
+        return self.cls.__new__(self.cls, *args)
 
-    return {"numpy.core.multiarray.scalar": numpy_scalar, "numpy._core.multiarray.scalar": numpy_scalar,
-            "numpy.dtype": np.dtype}
+    def __call__(self, *args, **kwargs):
+        raise pickle.UnpicklingError(f"a call of {self.cls.__module__}.{self.cls.__qualname__} with arguments")
 
 
 def module_method(obj, name):
-    """`getattr` as fused models need it (ultralytics' fuse() sets `m.forward = m.forward_fuse`, sdgas' CSA.fuse
-    `m.forward = m.forward_taps`): only a layer's own `forward*` methods, looked up on its class."""
+    """`getattr` as fused models pickle it (`m.forward = m.forward_fuse`): a layer's own `forward*` method only."""
     method = getattr(type(obj), name, None) if isinstance(obj, nn.Module) and str(name).startswith("forward") else None
     if not isinstance(method, types.FunctionType):
-        raise _Refused(f"getattr({_describe(type(obj))}, {name!r})")
+        raise pickle.UnpicklingError(f"getattr({type(obj).__name__}, {name!r})")
     return method.__get__(obj)
 
 
-def _data_globals() -> tuple[dict, dict]:
-    """(name -> object admitted by name, name -> object that may also be *called* while unpickling).
+def numpy_scalar(dtype, *args):
+    """numpy's scalar reconstructor for plain numeric dtypes only (an object dtype holds arbitrary objects)."""
+    import numpy as np
 
-    The callables only rebuild data (tensors, sizes, dicts, sets, paths, numpy scalars, the args namespace); none of
-    them builds a model, loads a file or evaluates anything.
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise pickle.UnpicklingError(f"a numpy object scalar ({dtype})")
+    return np.float64(0).__reduce__()[0](dtype, *args)
+
+
+def _walk_modules(prefixes) -> list:
+    """Imported modules at or below the given dotted prefixes."""
+    return [m for name, m in list(sys.modules.items())
+            if m is not None and any(name == p or name.startswith(f"{p}.") for p in prefixes)]
+
+
+def _restorable_classes() -> dict:
+    """'module.Name' -> class for every class a genuine checkpoint may restore, under the name pickle gives it."""
+    for name in (*LAYER_PACKAGES, *MODEL_MODULES, *CLASS_MODULES):
+        importlib.import_module(name)
+    classes = {}
+    for module in _walk_modules(LAYER_PACKAGES + MODEL_MODULES + CLASS_MODULES):
+        plain_ok = module.__name__ in CLASS_MODULES or module.__name__.startswith("sdgas.")
+        for obj in vars(module).values():
+            if isinstance(obj, type) and obj.__module__ == module.__name__ and (
+                    issubclass(obj, nn.Module) or (plain_ok and not issubclass(obj, BaseException))):
+                classes[f"{obj.__module__}.{obj.__qualname__}"] = obj
+    for alias, target in LEGACY_ALIASES.items():
+        classes[alias] = target if isinstance(target, type) else getattr(importlib.import_module(target[0]), target[1])
+    return classes
+
+
+class AllowList:
+    """What a checkpoint may name, built once per process, and its registration with torch (via ultralytics)."""
+
+    _names = _classes = None
+
+    @classmethod
+    def names(cls) -> frozenset:
+        if cls._names is None:
+            cls._classes = _restorable_classes()
+            cls._names = frozenset(DATA_GLOBALS) | frozenset(cls._classes) | _torch_storage_and_dtype_names()
+        return cls._names
+
+    @classmethod
+    def register(cls, needed):
+        """Put RestoreOnly stand-ins (and sdgas' data callables) into ultralytics' `_SafeLoad` registry, which adds
+        the ones this checkpoint names to torch's allow-list; the real classes go on torch's list under names no
+        GLOBAL opcode can spell (a newline), because BUILD checks an instance's type against the list."""
+        from ultralytics.nn.tasks import _SafeLoad
+
+        cls.names()
+        entries = {name: RestoreOnly(c) for name, c in cls._classes.items()}
+        entries.update({"builtins.getattr": module_method, "numpy.core.multiarray.scalar": numpy_scalar,
+                        "numpy._core.multiarray.scalar": numpy_scalar})
+        with _SafeLoad._lock:
+            if _SafeLoad._registry is None:
+                _SafeLoad._registry = _SafeLoad._build()
+            if not getattr(_SafeLoad, "_sdgas_registered", False):
+                _SafeLoad._registry.update(entries)
+                _SafeLoad._sdgas_registered = True
+            real = [(cls._classes[n], f"restored\n{n}") for n in needed if n in cls._classes]
+            if real:
+                torch.serialization.add_safe_globals(real)
+
+
+def _torch_storage_and_dtype_names() -> frozenset:
+    """torch's legacy storage classes (torch.FloatStorage, ...) and dtypes (torch.float32, ...) as pickles name them."""
+    from torch._weights_only_unpickler import _get_allowed_globals
+
+    return frozenset(n for n, obj in _get_allowed_globals().items()
+                     if isinstance(obj, (torch.dtype, torch.serialization.StorageType)) or n.endswith("Storage"))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Static checks of the archive and its pickle (nothing is executed)
+
+# the opcodes torch's weights-only unpickler implements, and how many stack items each consumes and leaves
+_STRING_OPS = {"BINUNICODE", "SHORT_BINSTRING"}
+
+
+def _global_name(arg: str) -> str:
+    """'module name' of a GLOBAL opcode as torch resolves it (protocol-2 names such as __builtin__ mapped)."""
+    module, name = arg.split(" ", 1)
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    elif module in _compat_pickle.IMPORT_MAPPING:
+        module = _compat_pickle.IMPORT_MAPPING[module]
+    return f"{module}.{name}"
+
+
+def scan_pickle(data: bytes, file) -> set:
+    """The globals a pickle names; refuses what torch's weights-only unpickler would let through but must not.
+
+    Tracks the stack depth from pickletools' opcode signatures (nesting beyond MAX_DEPTH ends in a RecursionError
+    somewhere downstream) without building any object.
     """
-    from ultralytics.utils import IterableSimpleNamespace
-
-    path_cls = type(Path())
-    callables = {
-        "torch._utils._rebuild_tensor": torch._utils._rebuild_tensor,
-        "torch._utils._rebuild_tensor_v2": torch._utils._rebuild_tensor_v2,
-        "torch._utils._rebuild_parameter": torch._utils._rebuild_parameter,
-        "torch._utils._rebuild_parameter_with_state": torch._utils._rebuild_parameter_with_state,
-        "torch.Size": torch.Size,
-        "torch.device": torch.device,
-        "collections.OrderedDict": __import__("collections").OrderedDict,
-        "builtins.set": set,
-        "builtins.frozenset": frozenset,
-        "builtins.bytearray": bytearray,
-        "_codecs.encode": __import__("_codecs").encode,  # how protocol 2 stores bytes
-        "builtins.getattr": module_method,
-        "ultralytics.utils.IterableSimpleNamespace": IterableSimpleNamespace,
-        "ultralytics.yolo.utils.IterableSimpleNamespace": IterableSimpleNamespace,  # pre-8.0.44 checkpoints
-        **{f"{m}.{c}": path_cls for m in ("pathlib", "pathlib._local") for c in ("PosixPath", "WindowsPath")},
-        **_numpy_globals(),
-    }
-    named = {f"torch.{name}": obj for name, obj in vars(torch).items() if isinstance(obj, torch.dtype)}
-    named.update({
-        "torch.nn.parameter.Parameter": nn.Parameter,
-        "torch.storage.UntypedStorage": torch.storage.UntypedStorage,
-        "torch.storage.TypedStorage": torch.storage.TypedStorage,
-        "ultralytics.nn.modules.block.Silence": nn.Identity,  # YOLOv9e
-        "ultralytics.nn.tasks.YOLOv10DetectionModel": importlib.import_module("ultralytics.nn.tasks").DetectionModel,
-    })
-    named.update(callables)
-    return named, callables
-
-
-_NAMED = _CALLABLE = _CALLABLE_IDS = None
-
-
-def _allow_lists() -> tuple[dict, dict]:
-    """The data allow-lists, built once per process."""
-    global _NAMED, _CALLABLE
-    if _NAMED is None:
-        _NAMED, _CALLABLE = _data_globals()
-    return _NAMED, _CALLABLE
-
-
-def _callable_ids() -> frozenset:
-    """ids of the admitted callables (the objects stay alive in the allow-list, so the ids stay theirs)."""
-    global _CALLABLE_IDS
-    if _CALLABLE_IDS is None:
-        _CALLABLE_IDS = frozenset(id(f) for f in _allow_lists()[1].values())
-    return _CALLABLE_IDS
-
-
-def _in_namespace(module: str, namespaces) -> bool:
-    return any(module == ns or module.startswith(f"{ns}.") for ns in namespaces)
-
-
-def resolve_allowed_global(module: str, name: str):
-    """The object a genuine checkpoint means by `module.name`, or _Refused.
-
-    Only modules inside the admitted namespaces are ever imported, so naming a global cannot import (and run the top
-    level of) an arbitrary module.
-    """
-    named, _ = _allow_lists()
-    key = f"{module}.{name}"
-    if key in named:
-        return named[key]
-    admitted_module = _in_namespace(module, MODULE_NAMESPACES + CLASS_MODULES)
-    if not (admitted_module and name.isidentifier() and "__" not in module):
-        raise _Refused(f"the global '{key}'")
+    names, depth, marks = set(), 0, []
     try:
-        obj = getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        obj = None
-    if obj is None:
-        raise _Refused(f"'{key}'", missing=True)
-    if isinstance(obj, type) and obj.__module__ == module and (
-            issubclass(obj, nn.Module) or module in CLASS_MODULES or _in_namespace(module, ("sdgas",))):
-        return obj
-    raise _Refused(f"the global '{key}'")
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL":
+                names.add(_global_name(arg))
+            elif op.name in _STRING_OPS and DUNDER.match(str(arg)):
+                refuse(file, f"its pickle names the attribute '{arg}', which lets an instance replace a method "
+                             f"the unpickler calls")
+            elif op.name == "LONG1" and abs(arg).bit_length() > MAX_INT_BITS:
+                refuse(file, f"its pickle holds a {abs(arg).bit_length()}-bit integer, which no checkpoint needs and "
+                             f"which can make dict keys collide (quadratic load time)")
+            depth, marks = _stack_depth_after(op, depth, marks)
+            if depth > MAX_DEPTH or len(marks) > MAX_DEPTH:
+                refuse(file, f"its pickle nests data more than {MAX_DEPTH} levels deep")
+    except CheckpointError:
+        raise
+    except ValueError as e:  # pickletools' word for a malformed stream
+        raise CheckpointError(f"'{file}' is not a loadable PyTorch checkpoint: its pickle is damaged ({e})") from None
+    return names
 
 
-class RestrictedUnpickler(pickle._Unpickler):
-    """pickle's Python unpickler, restricted to what genuine checkpoints do.
-
-    - `find_class` admits only `resolve_allowed_global` objects;
-    - REDUCE (call with arguments) only the data-rebuilding callables;
-    - NEWOBJ (`cls.__new__(cls, *args)`, no `__init__`) only admitted classes;
-    - BUILD only sets state on instances, never on classes, functions or modules;
-    - the protocol 0/1 INST and OBJ opcodes, which call a class with arguments, are refused.
-    """
-
-    dispatch = dict(pickle._Unpickler.dispatch)
-
-    def __init__(self, file, **kwargs):
-        super().__init__(file, **kwargs)
-        self.granted = {}  # id -> object handed out by find_class in this load
-
-    def find_class(self, module, name):
-        if self.proto < 3 and self.fix_imports:  # protocol 2 names builtins '__builtin__', as pickle does
-            import _compat_pickle
-
-            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
-            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        obj = resolve_allowed_global(module, name)
-        self.granted[id(obj)] = obj
-        return obj
-
-    def load_reduce(self):
-        func = self.stack[-2]
-        if id(func) not in _callable_ids():
-            raise _Refused(f"a call of {_describe(func)} with arguments")
-        pickle._Unpickler.load_reduce(self)
-
-    def load_newobj(self):
-        self._check_new(self.stack[-2])
-        pickle._Unpickler.load_newobj(self)
-
-    def load_newobj_ex(self):
-        self._check_new(self.stack[-3])
-        pickle._Unpickler.load_newobj_ex(self)
-
-    def _check_new(self, cls):
-        if not (isinstance(cls, type) and self.granted.get(id(cls)) is cls):
-            raise _Refused(f"the creation of {_describe(cls)}")
-
-    def load_build(self):
-        inst = self.stack[-2]
-        if isinstance(inst, (type, types.FunctionType, types.BuiltinFunctionType, types.ModuleType)):
-            raise _Refused(f"setting attributes on {_describe(inst)}")
-        pickle._Unpickler.load_build(self)
-
-    def load_legacy_instantiate(self):
-        raise _Refused("the INST/OBJ opcode (calls a class with arguments)")
-
-    dispatch[pickle.REDUCE[0]] = load_reduce
-    dispatch[pickle.NEWOBJ[0]] = load_newobj
-    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
-    dispatch[pickle.BUILD[0]] = load_build
-    dispatch[pickle.INST[0]] = load_legacy_instantiate
-    dispatch[pickle.OBJ[0]] = load_legacy_instantiate
+def _stack_depth_after(op, depth: int, marks: list) -> tuple:
+    """Stack depth after `op`, from pickletools' stack signatures (a MARK remembers the depth to return to)."""
+    before, after = op.stack_before, op.stack_after
+    if pickletools.markobject in after:
+        return depth, [*marks, depth]
+    if pickletools.stackslice in before:  # pops back to the last MARK, plus the items listed before it
+        base = marks[-1] if marks else 0
+        return base - before.index(pickletools.markobject) + len(after), marks[:-1]
+    return depth - len(before) + len(after), marks
 
 
-def _describe(obj) -> str:
-    """'module.Name' for a class or function, else the object's type."""
-    name = getattr(obj, "__qualname__", None)
-    if isinstance(name, str) and isinstance(getattr(obj, "__module__", None), str):
-        return f"'{obj.__module__}.{name}'"
-    return f"a {type(obj).__name__} object"
+def _is_torchscript(records) -> bool:
+    return any(r == "constants.pkl" or r.startswith("code/") for r in records)
 
 
-def _restricted_load(file, **kwargs):
-    return RestrictedUnpickler(file, **kwargs).load()
+def read_archive(file) -> bytes:
+    """The pickle of a torch zip checkpoint, read with torch's own archive reader; refuses TorchScript and any entry
+    that would expand beyond the file (torch.save stores entries uncompressed)."""
+    try:
+        reader = torch._C.PyTorchFileReader(str(file))
+        records = reader.get_all_records()
+    except RuntimeError as e:
+        reason = " ".join(str(e).split()).split(". ")[0][:120]
+        raise CheckpointError(f"'{file}' is not a loadable PyTorch checkpoint: the file is truncated, corrupted or "
+                              f"of another format ({reason})") from None
+    if _is_torchscript(records):
+        refuse(file, "it is a TorchScript archive, a program that runs when loaded; sdgas loads model checkpoints")
+    size = Path(file).stat().st_size
+    expanded = sum(reader.get_record_size(r) for r in records)
+    if expanded > size:
+        refuse(file, f"its zip entries expand to {expanded:,} bytes from a {size:,}-byte file (compressed entries, "
+                     f"which torch.save never writes)")
+    if "data.pkl" not in records:
+        raise CheckpointError(f"'{file}' is a zip archive without a checkpoint pickle (data.pkl)")
+    return reader.get_record("data.pkl")
 
 
-# torch.load(pickle_module=...) needs a module-like object with Unpickler and load
-RESTRICTED_PICKLE = types.ModuleType("sdgas_restricted_pickle")
-RESTRICTED_PICKLE.Unpickler = RestrictedUnpickler
-RESTRICTED_PICKLE.load = _restricted_load
-RESTRICTED_PICKLE.UnpicklingError = pickle.UnpicklingError
+# ---------------------------------------------------------------------------------------------------------------------
+# Checks of what was loaded
+
+
+HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks", "_state_dict_hooks",
+              "_state_dict_pre_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
+
+
+def _check_modules(model: nn.Module, file):
+    """Refuse instances that shadow a method with a callable, hooks that are not hooks, tensors past their storage."""
+    from ultralytics.nn.distill_model import FeatureHook
+
+    for name, m in model.named_modules():
+        label = name or type(m).__name__
+        for key, value in vars(m).items():
+            shadowed = getattr(type(m), key, None)
+            if callable(value) and callable(shadowed) and not _is_own_forward(m, key, value):
+                refuse(file, f"its layer '{label}' replaces the method '{key}' with a {type(value).__name__}")
+            if isinstance(value, torch.Tensor):
+                _check_tensor_fits(value, f"{label}.{key}", file)
+        for key in HOOK_DICTS:
+            for hook in (getattr(m, key, None) or {}).values():
+                own_method = isinstance(hook, types.MethodType) and isinstance(hook.__self__, nn.Module)
+                if not (own_method or isinstance(hook, FeatureHook)):
+                    refuse(file, f"its layer '{label}' carries a {type(hook).__name__} in {key}")
+    for key, t in model.state_dict(keep_vars=True).items():
+        _check_tensor_fits(t, key, file)
+
+
+def _check_tensor_fits(t, key, file):
+    """A tensor may view part of its storage, never more (a zero stride would turn a few bytes into gigabytes)."""
+    storage = t.untyped_storage().nbytes()
+    if t.numel() and t.numel() * t.element_size() > storage:
+        refuse(file, f"its tensor '{key}' claims {t.numel():,} elements over a storage of {storage:,} bytes")
+
+
+def _is_own_forward(m, key, value) -> bool:
+    return key.startswith("forward") and isinstance(value, types.MethodType) and value.__self__ is m
+
+
+def checkpoint_model(ckpt):
+    """The nn.Module a checkpoint dict carries (EMA preferred, as ultralytics does), or None."""
+    if not isinstance(ckpt, dict):
+        return None
+    model = ckpt.get("ema") or ckpt.get("model")
+    return model if isinstance(model, nn.Module) else None
+
+
+def _torch_load(file, needed):
+    """torch's weights-only load with the allow-list registered through ultralytics' `_SafeLoad`."""
+    from ultralytics.nn.tasks import _SafeLoad
+
+    AllowList.register(needed)
+    with _SafeLoad.loading(file):  # also makes any model build during the load use ultralytics' no-eval path
+        return torch.load(file, map_location="cpu", weights_only=True)
+
+
+def load_checkpoint_dict(file) -> dict:
+    """Load an sdgas/ultralytics detection checkpoint without running anything it carries (see the module doc)."""
+    file = Path(file)
+    if not file.is_file():
+        raise FileNotFoundError(f"checkpoint '{file}' not found")
+    if file.stat().st_size == 0:
+        raise CheckpointError(f"'{file}' is empty (0 bytes), not a checkpoint")
+    names = scan_pickle(read_archive(file), file)
+    unknown = sorted(names - AllowList.names())
+    if unknown:
+        refuse(file, f"it names '{unknown[0]}'" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+               + ", which no sdgas or ultralytics detection checkpoint holds")
+    try:
+        ckpt = _torch_load(file, names)
+    except pickle.UnpicklingError as e:
+        refuse(file, f"its pickle asks for {_unpickler_reason(e)}")
+    except RecursionError:
+        refuse(file, "its data nests too deeply to load")
+    except Exception as e:  # noqa: BLE001 - any other failure means the bytes are not a readable checkpoint
+        reason = " ".join(str(e).split()).split(". ")[0][:160] or type(e).__name__
+        raise CheckpointError(f"'{file}' is not a loadable PyTorch checkpoint: the file is truncated, corrupted or "
+                              f"of another format ({type(e).__name__}: {reason})") from None
+    return _check_loaded(ckpt, file)
+
+
+def _unpickler_reason(e) -> str:
+    """The sentence of torch's weights-only refusal that says what was refused (torch adds a page of advice)."""
+    text = str(e)
+    detail = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0] if text else type(e).__name__
+    return " ".join(detail.split())[:200]
+
+
+def _check_loaded(ckpt, file) -> dict:
+    """A model inside, no quantization recipe to re-apply, sane modules and a checked model YAML."""
+    model = checkpoint_model(ckpt)
+    if model is None:
+        if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+            held = "a bare state_dict (weights without the model that uses them)"
+        else:
+            held = f"a {type(ckpt).__name__} without a model under 'model' or 'ema'"
+        raise CheckpointError(f"'{file}' is not an sdgas/ultralytics checkpoint: it holds {held}")
+    if ckpt.get("modelopt"):
+        raise CheckpointError(f"'{file}' is a quantization-aware (modelopt) checkpoint, which sdgas does not load")
+    try:
+        for m in (ckpt.get("model"), ckpt.get("ema")):
+            if isinstance(m, nn.Module):
+                _check_modules(m, file)
+                for sub in m.modules():
+                    check_model_yaml(getattr(sub, "yaml", None), file)
+    except RecursionError:
+        refuse(file, "its model nests too deeply to use")
+    return ckpt
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Model YAML checks (the YAML travels inside the checkpoint and is rebuilt by train/fine-tune/resume)
 
+YAML_BOUNDS = {"nc": 1000, "depth_multiple": 2.0, "width_multiple": 2.0, "max_channels": 2048, "layers": 200,
+               "repeats": 32, "int_arg": 4096}
+PARAMETER_FREE_NN = {"Upsample", "Identity", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
+                     "Dropout", "Flatten", "ReLU", "ReLU6", "SiLU", "GELU", "LeakyReLU", "Hardswish", "Sigmoid", "Tanh",
+                     "Mish", "ZeroPad2d", "PixelShuffle", "PixelUnshuffle"}
+
 
 def _check_activation(act, source):
     """`[torch.]nn.<Module>(literal args)` only, as ultralytics' own restricted loader accepts."""
+    from ultralytics.nn.tasks import _SafeLoad
+
     try:
-        call = ast.parse(str(act).strip(), mode="eval").body
-        assert isinstance(call, ast.Call)
-        parts, node = [], call.func
-        while isinstance(node, ast.Attribute):
-            parts.append(node.attr)
-            node = node.value
-        assert isinstance(node, ast.Name) and [*parts[1:], node.id] in (["nn"], ["nn", "torch"])
-        klass = getattr(nn, parts[0])
-        assert isinstance(klass, type) and issubclass(klass, nn.Module)
-        [ast.literal_eval(a) for a in call.args] + [ast.literal_eval(k.value) for k in call.keywords]
+        _SafeLoad.activation(str(act))
     except Exception:  # noqa: BLE001 - any unparsable or non-literal spec is refused
-        raise UnsafeCheckpointError(f"refusing to load '{source}': its model YAML sets activation '{act}', which "
-                                    f"is not a torch.nn activation with literal arguments. {opt_out_hint(source)}") \
-            from None
+        refuse(source, f"its model YAML sets the activation '{act}', which is not a torch.nn activation with literal "
+                       f"arguments")
 
 
 def _layer_allowed(m) -> bool:
-    """A YAML layer name the builders resolve to an nn.Module class (never another global of ultralytics' builder)."""
+    """A YAML layer name that resolves to a layer class: sdgas' modules, ultralytics' nn.modules, parameter-free
+    torch.nn layers. Whole models (DetectionModel, which loads a YAML path) and other globals are not layers."""
     from ultralytics.nn import tasks as ultralytics_tasks
 
     from sdgas.nn.tasks import SDGAS_MODULES
@@ -320,8 +436,10 @@ def _layer_allowed(m) -> bool:
         return False
     if m in SDGAS_MODULES:
         return True
-    obj = getattr(nn, m[3:], None) if m.startswith("nn.") else vars(ultralytics_tasks).get(m)
-    return isinstance(obj, type) and issubclass(obj, nn.Module)
+    if m.startswith("nn."):
+        return m[3:] in PARAMETER_FREE_NN
+    obj = vars(ultralytics_tasks).get(m)
+    return isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__.startswith("ultralytics.nn.modules")
 
 
 def _literal(x) -> bool:
@@ -330,8 +448,35 @@ def _literal(x) -> bool:
     return x is None or isinstance(x, (bool, int, float, str))
 
 
+def _ints(x):
+    if isinstance(x, (list, tuple)):
+        for v in x:
+            yield from _ints(v)
+    elif isinstance(x, int) and not isinstance(x, bool):
+        yield x
+
+
+def _check_yaml_bounds(d, rows, source):
+    """Sizes are checked before anything is built: a few bytes of YAML must not ask for gigabytes of weights."""
+    scale = (d.get("scales") or {}).get(d.get("scale")) if isinstance(d.get("scales"), dict) else None
+    values = {"nc": d.get("nc"), "depth_multiple": d.get("depth_multiple"), "width_multiple": d.get("width_multiple"),
+              "max_channels": d.get("max_channels"), "layers": len(rows)}
+    if isinstance(scale, (list, tuple)) and len(scale) == 3:
+        values.update(depth_multiple=scale[0], width_multiple=scale[1], max_channels=scale[2])
+    for key, value in values.items():
+        if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= YAML_BOUNDS[key]):
+            refuse(source, f"its model YAML sets {key}={value!r} (at most {YAML_BOUNDS[key]})")
+    for row in rows:
+        if not (isinstance(row[1], int) and 1 <= row[1] <= YAML_BOUNDS["repeats"]):
+            refuse(source, f"its model YAML repeats the layer {row!r} {row[1]!r} times (at most "
+                           f"{YAML_BOUNDS['repeats']})")
+        if any(abs(v) > YAML_BOUNDS["int_arg"] for v in _ints(row[3])):
+            refuse(source, f"its model YAML gives the layer {row!r} a size above {YAML_BOUNDS['int_arg']}")
+
+
 def check_model_yaml(d, source):
-    """Refuse a model YAML whose rebuild would run code: non-literal activations, layers that are not nn.Modules."""
+    """Refuse a model YAML whose rebuild would run code or ask for unbounded memory: non-literal activations, names
+    that are not layer classes, sizes past YAML_BOUNDS."""
     if not isinstance(d, dict):
         return
     if d.get("activation"):
@@ -346,101 +491,97 @@ def check_model_yaml(d, source):
             if isinstance(arg, str) and arg.startswith(("nn.", "torch.")):
                 _check_activation(arg, source)
         if not ok:
-            raise UnsafeCheckpointError(f"refusing to load '{source}': its model YAML has the layer {row!r}, which is "
-                                        f"not a known model layer with literal arguments. {opt_out_hint(source)}")
+            refuse(source, f"its model YAML has the layer {row!r}, which is not a known layer class with literal "
+                           f"arguments")
+    _check_yaml_bounds(d, rows, source)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Loading
+# Settings carried in a checkpoint are data, never trusted as paths or URLs
+
+URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
-def _is_torchscript(file) -> bool:
-    with contextlib.suppress(zipfile.BadZipFile, OSError):
-        with zipfile.ZipFile(file) as z:
-            return any(n.endswith("/constants.pkl") or n == "constants.pkl" for n in z.namelist())
-    return False
+def checkpoint_path_setting(value, key: str, file):
+    """A path a checkpoint names (its dataset, its teacher): a local, existing file, never a URL; else one line."""
+    if URL.match(str(value)):
+        raise CheckpointError(f"'{file}' names its {key} by URL ('{value}'); sdgas never downloads: pass {key}= "
+                              f"a local file")
+    if not Path(str(value)).is_file():
+        raise CheckpointError(f"the {key} '{value}' named inside '{file}' does not exist here; pass {key}= "
+                              f"a local file")
+    return str(value)
 
 
-def restricted_torch_load(file):
-    """torch.load through the restricted unpickler; one-line CheckpointErrors for refused, damaged or foreign files."""
-    file = Path(file)
-    if not file.is_file():
-        raise FileNotFoundError(f"checkpoint '{file}' not found")
-    if file.stat().st_size == 0:
-        raise CheckpointError(f"'{file}' is empty (0 bytes), not a checkpoint")
-    if _is_torchscript(file):
-        raise CheckpointError(f"'{file}' is a TorchScript archive, not a PyTorch checkpoint; export it as "
-                              f"format=torchscript and load that file by its .torchscript name instead")
-    try:
-        return torch.load(file, map_location="cpu", pickle_module=RESTRICTED_PICKLE, weights_only=False)
-    except _Refused as e:
-        if e.missing:
-            raise CheckpointError(f"'{file}' needs {e.what}, which this installation of sdgas/ultralytics does not "
-                                  f"have (saved by another version?)") from None
-        raise UnsafeCheckpointError(f"refusing to load '{file}': it contains {e.what}, which no sdgas or ultralytics "
-                                    f"detection checkpoint holds, and unpickling it could run code. "
-                                    f"{opt_out_hint(file)}") from None
-    except Exception as e:  # noqa: BLE001 - any other failure means the bytes are not a readable checkpoint
-        reason = " ".join(str(e).split()).split(". ")[0][:160] or type(e).__name__
-        raise CheckpointError(f"'{file}' is not a loadable PyTorch checkpoint: the file is truncated, corrupted or "
-                              f"of another format ({type(e).__name__}: {reason})") from None
+def checkpoint_run_dir(file) -> Path:
+    """The run folder a checkpoint belongs to (`<run>/weights/last.pt` -> `<run>`): where a resumed run writes."""
+    folder = Path(file).resolve().parent
+    return folder.parent if folder.name == "weights" else folder
 
 
-def checkpoint_model(ckpt):
-    """The nn.Module a checkpoint dict carries (EMA preferred, as ultralytics does), or None."""
-    if not isinstance(ckpt, dict):
-        return None
-    model = ckpt.get("ema") or ckpt.get("model")
-    return model if isinstance(model, nn.Module) else None
+def check_resumable(ckpt, file):
+    """One line for a finished run (ultralytics strips the training state after the last epoch)."""
+    if ckpt.get("epoch", -1) < 0 or not ckpt.get("optimizer"):
+        raise CheckpointError(f"'{file}' is a finished training (its last epoch is done and its training state was "
+                              f"stripped): there is nothing to resume; to train on from it, start a new training "
+                              f"with model={file}")
 
 
-def load_checkpoint_dict(file) -> dict:
-    """Load an sdgas/ultralytics checkpoint dict safely: allow-listed unpickling, a model inside, a checked YAML."""
-    ckpt = restricted_torch_load(file)
-    model = checkpoint_model(ckpt)
-    if model is None:
-        if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-            held = "a bare state_dict (weights without the model that uses them)"
-        else:
-            held = f"a {type(ckpt).__name__} without a model under 'model' or 'ema'"
-        raise CheckpointError(f"'{file}' is not an sdgas/ultralytics checkpoint: it holds {held}")
-    for m in model.modules():
-        check_model_yaml(getattr(m, "yaml", None), file)
-    return ckpt
+# ---------------------------------------------------------------------------------------------------------------------
+# Hooking ultralytics' loaders
 
 
 def torch_safe_load(weight, safe_only=None):
     """Drop-in for `ultralytics.nn.tasks.torch_safe_load` (which `load_checkpoint` calls): (ckpt, file).
 
-    Trusted files go to ultralytics' own loader; everything else through `load_checkpoint_dict`.
+    Trusted files go to ultralytics' own loader; everything else through `load_checkpoint_dict`. A name that is not a
+    local file is never looked up online.
     """
     if is_trusted(weight):
         return _ULTRALYTICS_TORCH_SAFE_LOAD(weight, safe_only=safe_only)
-    file = weight
-    if not Path(weight).is_file():  # a bare official name: let ultralytics resolve (download) it, then load safely
-        from ultralytics.utils.downloads import attempt_download_asset
-
-        file = attempt_download_asset(weight)
-    return load_checkpoint_dict(file), file
+    if not Path(weight).is_file():
+        raise FileNotFoundError(f"checkpoint '{weight}' not found (sdgas never downloads weights by name)")
+    return load_checkpoint_dict(weight), weight
 
 
 torch_safe_load._sdgas_safe = True
 
 
+def refuse_untrusted_torchscript(file):
+    """TorchScript files are programs: loaded only when the user trusts them."""
+    if not is_trusted(file):
+        refuse(file, "it is a TorchScript program, which runs code when loaded")
+
+
+def _gated_torchscript_backend():
+    """ultralytics' TorchScript backend, refusing files the user has not trusted."""
+    from ultralytics.nn.backends.pytorch import TorchScriptBackend
+
+    class TrustedTorchScriptBackend(TorchScriptBackend):
+        def load_model(self, weight):
+            refuse_untrusted_torchscript(weight)
+            super().load_model(weight)
+
+    return TrustedTorchScriptBackend
+
+
 def install_safe_loading():
-    """Route ultralytics' checkpoint unpickling through sdgas' allow-list (idempotent; done at `import sdgas`).
+    """Route ultralytics' checkpoint loading in this process through sdgas' checks (idempotent; done at import).
 
     Every ultralytics path that reads a model from a .pt (Model._load/load/train, the trainer's check_resume and
     setup_model, pretrained=, DistillationModel's teacher, AutoBackend) goes through `load_checkpoint`, which looks up
-    `torch_safe_load` in ultralytics.nn.tasks at call time; replacing that one name covers them all.
+    `torch_safe_load` in ultralytics.nn.tasks at call time; replacing that one name covers them all. AutoBackend's
+    TorchScript backend is replaced by one that refuses untrusted files. Nothing is written outside the process.
     """
     global _ULTRALYTICS_TORCH_SAFE_LOAD
     from ultralytics.nn import tasks
+    from ultralytics.nn.autobackend import AutoBackend
 
     if getattr(tasks.torch_safe_load, "_sdgas_safe", False):
         return
     _ULTRALYTICS_TORCH_SAFE_LOAD = tasks.torch_safe_load
     tasks.torch_safe_load = torch_safe_load
+    AutoBackend._BACKEND_MAP = {**AutoBackend._BACKEND_MAP, "torchscript": _gated_torchscript_backend()}
 
 
 # ---------------------------------------------------------------------------------------------------------------------

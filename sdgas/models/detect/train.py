@@ -1,6 +1,8 @@
 """SDGASTrainer: ultralytics' DetectionTrainer building SD-GASNet models with sdgas' arguments and validator."""
 
+import shutil
 from copy import copy
+from pathlib import Path
 
 from ultralytics.cfg import cfg2dict
 from ultralytics.models.yolo.detect import DetectionTrainer
@@ -9,8 +11,10 @@ from ultralytics.utils.torch_utils import unwrap_model
 
 from sdgas.nn.tasks import SDGASDetectionModel
 from sdgas.utils import sdgas_default_cfg, sdgas_only_keys
-from sdgas.utils.checkpoint import (AllEpochsSaved, CheckpointError, atomic_final_strip, check_class_count, is_trusted,
-                                    staged_checkpoint_writes, truncate_results_csv, trust_checkpoint)
+from sdgas.utils.checkpoint import (STAGING_DIR, AllEpochsSaved, CheckpointError, atomic_final_strip, check_class_count,
+                                    check_resumable, checkpoint_path_setting, checkpoint_run_dir, is_trusted,
+                                    load_checkpoint_dict, staged_checkpoint_writes, truncate_results_csv,
+                                    trust_checkpoint)
 
 
 class SDGASTrainer(DetectionTrainer):
@@ -123,13 +127,24 @@ class SDGASTrainer(DetectionTrainer):
             super().final_eval()
 
     def check_resume(self, overrides):
-        """ultralytics' resume check, except that a refused or damaged checkpoint reports its own one-line error."""
+        """ultralytics' resume check, with the checkpoint's settings treated as data: a refused or damaged checkpoint
+        reports its own one-line error, a finished run has nothing to resume, the run continues only in the folder the
+        checkpoint sits in, and the dataset and teacher it names must be local files."""
+        if isinstance(self.args.resume, (str, Path)) and Path(self.args.resume).is_file():
+            check_resumable(load_checkpoint_dict(self.args.resume), self.args.resume)
         try:
             super().check_resume(overrides)
         except FileNotFoundError as e:
             if isinstance(e.__cause__, CheckpointError):
                 raise e.__cause__ from None
             raise
+        if self.resume:
+            run = checkpoint_run_dir(self.args.resume)
+            self.args.save_dir, self.args.project, self.args.name = str(run), str(run.parent), run.name
+            shutil.rmtree(run / "weights" / STAGING_DIR, ignore_errors=True)  # left by a kill during a save
+            for key in ("data", "distill_model"):
+                if getattr(self.args, key, None):
+                    setattr(self.args, key, checkpoint_path_setting(getattr(self.args, key), key, self.args.resume))
 
     def resume_training(self, ckpt):
         """ultralytics' resume, after checking the class count and cutting results.csv back to the saved epochs.
