@@ -8,15 +8,15 @@ is imported) goes through `load_checkpoint_dict`, which
 1. reads the archive with torch's own reader (never `zipfile`, which may see another archive in the same bytes) and
    refuses TorchScript programs, compressed entries and entries larger than the file;
 2. reads the pickle's opcodes without executing them (`pickletools.genops`) and refuses globals outside the
-   allow-list, dunder names (which would let BUILD replace `__setstate__` on an instance), integers large enough to
-   make a dict's keys collide, and nesting deeper than `MAX_DEPTH`;
+   allow-list, dunder names (which would let BUILD replace `__setstate__` on an instance) and integers large enough
+   to make a dict's keys collide;
 3. unpickles with torch's weights-only unpickler (`torch.load(weights_only=True)`), registering the allow-list through
    ultralytics' own safe-load machinery (`ultralytics.nn.tasks._SafeLoad`). Model classes are registered as
    `RestoreOnly` stand-ins, so pickle can restore a layer (`cls.__new__` then its state) but never call a class with
    arguments from the file (a constructor that builds, downloads or allocates);
 4. checks what came out: a detection model whose instances shadow no method with a callable, whose hooks are real
-   hooks, whose tensors fit their storage, and whose model YAML (rebuilt when training) names only layer classes with
-   bounded sizes.
+   hooks, whose tensors fit their storage, whose data nests at most MAX_NESTING deep, and whose model YAML (rebuilt
+   when training) names only layer classes with bounded sizes.
 
 Anything else is refused with one line naming the file and the reason. `SDGAS(x, trust=True)`, the CLI key
 `trust=True` and SDGAS_TRUST_CHECKPOINTS=1 are the explicit opt-out (ultralytics' unrestricted loader; TorchScript).
@@ -47,7 +47,7 @@ from ultralytics.utils import LOGGER
 
 TRUST_ENV = "SDGAS_TRUST_CHECKPOINTS"
 STAGING_DIR = ".saving"  # inside the weights folder: same filesystem, so the final rename is atomic
-MAX_DEPTH = 1000  # pickle stack depth; genuine checkpoints stay under 100
+MAX_NESTING = 100  # containers inside containers; genuine checkpoints stay under 10, Python recurses at 1000
 MAX_INT_BITS = 60  # ints hash to themselves below 2**61 - 1, so larger ones are how dict keys are made to collide
 DUNDER = re.compile(r"^__\w+__$")
 
@@ -232,10 +232,9 @@ def _global_name(arg: str) -> str:
 def scan_pickle(data: bytes, file) -> set:
     """The globals a pickle names; refuses what torch's weights-only unpickler would let through but must not.
 
-    Tracks the stack depth from pickletools' opcode signatures (nesting beyond MAX_DEPTH ends in a RecursionError
-    somewhere downstream) without building any object.
+    Reads opcodes with pickletools; builds no object.
     """
-    names, depth, marks = set(), 0, []
+    names = set()
     try:
         for op, arg, _ in pickletools.genops(data):
             if op.name == "GLOBAL":
@@ -246,25 +245,11 @@ def scan_pickle(data: bytes, file) -> set:
             elif op.name == "LONG1" and abs(arg).bit_length() > MAX_INT_BITS:
                 refuse(file, f"its pickle holds a {abs(arg).bit_length()}-bit integer, which no checkpoint needs and "
                              f"which can make dict keys collide (quadratic load time)")
-            depth, marks = _stack_depth_after(op, depth, marks)
-            if depth > MAX_DEPTH or len(marks) > MAX_DEPTH:
-                refuse(file, f"its pickle nests data more than {MAX_DEPTH} levels deep")
     except CheckpointError:
         raise
     except ValueError as e:  # pickletools' word for a malformed stream
         raise CheckpointError(f"'{file}' is not a loadable PyTorch checkpoint: its pickle is damaged ({e})") from None
     return names
-
-
-def _stack_depth_after(op, depth: int, marks: list) -> tuple:
-    """Stack depth after `op`, from pickletools' stack signatures (a MARK remembers the depth to return to)."""
-    before, after = op.stack_before, op.stack_after
-    if pickletools.markobject in after:
-        return depth, [*marks, depth]
-    if pickletools.stackslice in before:  # pops back to the last MARK, plus the items listed before it
-        base = marks[-1] if marks else 0
-        return base - before.index(pickletools.markobject) + len(after), marks[:-1]
-    return depth - len(before) + len(after), marks
 
 
 def _is_torchscript(records) -> bool:
@@ -329,6 +314,22 @@ def _check_tensor_fits(t, key, file):
         refuse(file, f"its tensor '{key}' claims {t.numel():,} elements over a storage of {storage:,} bytes")
 
 
+def _check_nesting(ckpt, file):
+    """Containers inside containers at most MAX_NESTING deep (Python code that walks data recurses), iteratively."""
+    from types import SimpleNamespace
+
+    stack, seen = [(ckpt, 0)], set()
+    while stack:
+        x, depth = stack.pop()
+        if depth > MAX_NESTING:
+            refuse(file, f"its data nests more than {MAX_NESTING} levels deep")
+        if id(x) in seen or not isinstance(x, (dict, list, tuple, set, frozenset, SimpleNamespace)):
+            continue
+        seen.add(id(x))
+        items = x.values() if isinstance(x, dict) else vars(x).values() if isinstance(x, SimpleNamespace) else x
+        stack.extend((v, depth + 1) for v in items)
+
+
 def _is_own_forward(m, key, value) -> bool:
     return key.startswith("forward") and isinstance(value, types.MethodType) and value.__self__ is m
 
@@ -383,7 +384,9 @@ def _unpickler_reason(e) -> str:
 
 
 def _check_loaded(ckpt, file) -> dict:
-    """A model inside, no quantization recipe to re-apply, sane modules and a checked model YAML."""
+    """Bounded nesting, a model inside, no quantization recipe to re-apply, sane modules and a checked model YAML."""
+    _check_nesting({k: v for k, v in ckpt.items() if not isinstance(v, nn.Module)} if isinstance(ckpt, dict) else ckpt,
+                   file)
     model = checkpoint_model(ckpt)
     if model is None:
         if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
