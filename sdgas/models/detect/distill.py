@@ -42,7 +42,8 @@ def kd_settings(args) -> IterableSimpleNamespace:
     An ultralytics namespace (not types.SimpleNamespace) so that checkpoints holding it pass sdgas' safe loader.
     """
     args = dict(args) if isinstance(args, dict) else vars(args) if args is not None else {}
-    s = IterableSimpleNamespace(**{k[3:]: args.get(k) if args.get(k) is not None else v for k, v in KD_DEFAULTS.items()})
+    s = IterableSimpleNamespace(**{k[3:]: args.get(k) if args.get(k) is not None else v
+                                   for k, v in KD_DEFAULTS.items()})
     s.loss, s.scope = str(s.loss).lower(), str(s.scope).lower()
     if s.loss not in KD_LOSSES:
         raise ValueError(f"kd_loss='{s.loss}' is not one of {', '.join(KD_LOSSES)} (paper Table 8)")
@@ -67,42 +68,58 @@ def kd_alpha(epoch: float, epochs: int, floor: float = 0.01) -> float:
     return 1.0 + (floor - 1.0) * (1.0 - math.cos(math.pi * e)) / 2.0
 
 
-def divergence(logp_t: torch.Tensor, logp_s: torch.Tensor, kind: str = "kl", dim: int = -1) -> torch.Tensor:
-    """Per-distribution divergence of the student from the teacher along `dim` (paper §3.4.1, Table 8).
+SERIES_LIMIT = 0.1  # |x| below which e^-x - 1 + x is evaluated by its Taylor series (see tempered_divergence)
 
-    Both arguments are log-probabilities. 'kl'/'ekl' = sum p_t * (log p_t - log p_s), the direction the official code
-    uses (KL(teacher || student)), computed from log-probabilities so identical inputs give exactly 0;
-    'ce' = -sum p_t * log p_s, i.e. KL plus the teacher's entropy (paper eq. D_KLe's second term), which has the
-    same gradient as KL but logs larger values; 'mse' = sum (p_s - p_t)^2. The enhanced KL's alpha is applied by the
-    caller.
+
+def exp_minus_linear(x: torch.Tensor) -> torch.Tensor:
+    """e^-x - 1 + x for |x| < SERIES_LIMIT, by its Taylor series to x^5 (relative error < 3e-7 there).
+
+    The direct form cancels: in float32 it keeps no correct digit for |x| ~ 1e-5, where the result is ~5e-11.
     """
-    if kind in ("kl", "ekl"):
-        return (logp_t.exp() * (logp_t - logp_s)).sum(dim)
-    if kind == "ce":
-        return -(logp_t.exp() * logp_s).sum(dim)
-    if kind == "mse":
-        return (logp_s.exp() - logp_t.exp()).pow(2).sum(dim)
-    raise ValueError(f"unknown distillation loss '{kind}', expected one of {', '.join(KD_LOSSES)}")
+    return x * x * (0.5 - x * (1 / 6 - x * (1 / 24 - x / 120)))
 
 
 def tempered_divergence(s_logits, t_logits, temperature: float, kind: str = "kl", dim: int = -1) -> torch.Tensor:
     """T^2 * D(softmax(t / T) || softmax(s / T)) along `dim` (official `distill_loss_cls/dfl`, official-arch.md §6).
 
-    Computed in float64 outside autocast and returned as float32: at T = 30 the tempered distributions are nearly
-    uniform and their KL (~1e-7 per anchor) is below float32 rounding of the log-probabilities, which would make
-    the summed value noisy and even negative.
+    D (paper §3.4.1, Table 8): 'kl'/'ekl' KL(teacher || student), the official direction (the enhanced KL's alpha is
+    applied by the caller); 'ce' the soft cross-entropy -sum p_t log p_s = KL + the teacher's entropy (same
+    gradient as KL, larger logged values); 'mse' sum (p_s - p_t)^2. Identical inputs give exactly 0 (KL, MSE).
+
+    Float32 outside autocast, no host synchronisation. At T = 30 the tempered distributions are nearly uniform and
+    their KL (~1e-7 per anchor) lies below the float32 rounding of log-probabilities (~2e-7), so it is computed from
+    the logit differences instead: with d = (t - s) / T centred on its teacher mean (d' = d - E_pt[d]),
+    log p_t - log p_s = d' + L with L = log E_pt[exp(-d')] = KL. Where every |d'| of a distribution is below
+    SERIES_LIMIT, L = log1p(E_pt[e^-d' - 1 + d']) with the bracket by its series (exact to float32 rounding of L);
+    elsewhere L = logsumexp(log p_t - d'), whose absolute error (~1e-7) is then far below the KL.
     """
     with torch.autocast(s_logits.device.type, enabled=False):
-        logp_t = F.log_softmax(t_logits.detach().double() / temperature, dim=dim)
-        logp_s = F.log_softmax(s_logits.double() / temperature, dim=dim)
-        return (divergence(logp_t, logp_s, kind, dim) * temperature**2).float()
+        a_t, a_s = t_logits.detach().float() / temperature, s_logits.float() / temperature
+        logp_t = F.log_softmax(a_t, dim=dim)
+        p_t = logp_t.exp()
+        d = a_t - a_s
+        d = d - (p_t * d).sum(dim, keepdim=True)
+        small = d.abs().amax(dim, keepdim=True) < SERIES_LIMIT
+        d_small = torch.where(small, d, torch.zeros_like(d))  # finite series (and its gradient) where unused
+        series = torch.log1p((p_t * exp_minus_linear(d_small)).sum(dim, keepdim=True))
+        kl = torch.where(small, series, torch.logsumexp(logp_t - d, dim=dim, keepdim=True))
+        if kind in ("kl", "ekl"):
+            value = kl
+        elif kind == "ce":  # KL plus the teacher's entropy: the same gradient as KL
+            value = kl - (p_t * logp_t).sum(dim, keepdim=True)
+        elif kind == "mse":  # p_s - p_t = p_t * (exp(-(d' + L)) - 1)
+            diff = torch.where(small, p_t * torch.expm1(-(d_small + kl)), (logp_t - d - kl).exp() - p_t)
+            value = diff.pow(2).sum(dim, keepdim=True)
+        else:
+            raise ValueError(f"unknown distillation loss '{kind}', expected one of {', '.join(KD_LOSSES)}")
+        return value.squeeze(dim) * temperature**2
 
 
 def cls_kd(s_scores, t_scores, temperature: float = 30.0, kind: str = "kl") -> torch.Tensor:
     """Classification KD on (B, nc, A) raw logits: tempered softmax over the classes of the sigmoid scores, summed
     over all B * A anchors with no normalisation (official `distill_loss_cls`, reduction='sum', official-arch.md §6).
     """
-    return tempered_divergence(s_scores.double().sigmoid(), t_scores.double().sigmoid(), temperature, kind, dim=1).sum()
+    return tempered_divergence(s_scores.float().sigmoid(), t_scores.float().sigmoid(), temperature, kind, dim=1).sum()
 
 
 def dfl_kd(s_boxes, t_boxes, fg_mask, temperature: float = 30.0, kind: str = "kl") -> torch.Tensor:
@@ -110,15 +127,15 @@ def dfl_kd(s_boxes, t_boxes, fg_mask, temperature: float = 30.0, kind: str = "kl
 
     official `distill_loss_dfl` (official-arch.md §6; its bbox_weight / sum(q) weighting sums to 1). The bins of both
     models are distances 0, 1, 2, ... in stride units, so where the bin counts differ (stock YOLO 16, SDHead 17) the
-    distributions are compared on the shared bins, each renormalised over them.
+    distributions are compared on the shared bins, each renormalised over them. Computed on every anchor and
+    weighted by the mask (0 without positives), so the number of positives never has to reach the host.
     """
     b, _, a = s_boxes.shape
-    if not fg_mask.any():
-        return s_boxes.new_zeros((), dtype=torch.float32)  # no positives, nothing to distil
-    s = s_boxes.view(b, 4, -1, a).permute(0, 3, 1, 2)[fg_mask]  # (npos, 4, Rs)
-    t = t_boxes.view(b, 4, -1, a).permute(0, 3, 1, 2)[fg_mask]  # (npos, 4, Rt)
-    bins = min(s.shape[-1], t.shape[-1])
-    return tempered_divergence(s[..., :bins], t[..., :bins], temperature, kind, dim=-1).mean()
+    s, t = s_boxes.reshape(b, 4, -1, a), t_boxes.reshape(b, 4, -1, a)  # (B, 4, R, A)
+    bins = min(s.shape[2], t.shape[2])
+    per_side = tempered_divergence(s[:, :, :bins], t[:, :, :bins], temperature, kind, dim=2)  # (B, 4, A)
+    weight = fg_mask[:, None, :].float()
+    return (per_side * weight).sum() / (4 * weight.sum()).clamp_min(1)
 
 
 def feat_kd(s_feat, t_feat, temperature: float = 1.0, kind: str = "kl") -> torch.Tensor:
@@ -159,7 +176,8 @@ def load_teacher(teacher, student: nn.Module) -> nn.Module:
         LOGGER.warning(f"distillation: teacher class names {list(t_names.values())} differ from the student's "
                        f"{list(s_names.values())}; class i of the teacher teaches class i of the student")
     if not torch.equal(t_head.stride.cpu(), s_head.stride.cpu()):
-        raise ValueError(f"teacher strides {t_head.stride.tolist()} differ from the student's {s_head.stride.tolist()}: "
+        raise ValueError(f"teacher strides {t_head.stride.tolist()} differ from the student's "
+                         f"{s_head.stride.tolist()}: "
                          f"the anchors must coincide for head distillation")
     return teacher
 
@@ -198,7 +216,8 @@ class SelfDistillModel(DistillationModel):
         return self.alpha if self.kd.loss == "ekl" else 1.0
 
     def build_projector(self) -> nn.ModuleList:
-        """Per neck level: identity where teacher and student channels match, else a learned 1x1 conv (student->teacher).
+        """Per neck level: identity where teacher and student channels match, else a learned 1x1 conv
+        (student -> teacher).
 
         Uses the features the parent's dummy forward captured; spatial sizes must match (same strides).
         """

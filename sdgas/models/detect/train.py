@@ -11,6 +11,7 @@ from ultralytics.utils.torch_utils import unwrap_model
 
 from sdgas.nn.tasks import SDGASDetectionModel
 from sdgas.utils import sdgas_default_cfg, sdgas_only_keys
+from sdgas.utils.amp import offline_amp_check
 from sdgas.utils.checkpoint import (STAGING_DIR, AllEpochsSaved, CheckpointError, atomic_final_strip, check_class_count,
                                     check_resumable, checkpoint_path_setting, checkpoint_run_dir, is_trusted,
                                     load_checkpoint_dict, staged_checkpoint_writes, truncate_results_csv,
@@ -162,8 +163,10 @@ class SDGASTrainer(DetectionTrainer):
         self.start_epoch = self.epochs
 
     def _setup_train(self):
-        """ultralytics' setup; signals a resumed run that has no epoch left to train."""
-        super()._setup_train()
+        """ultralytics' setup, with AMP checked on this model offline (sdgas/utils/amp.py); signals a resumed run
+        that has no epoch left to train."""
+        with offline_amp_check():
+            super()._setup_train()
         if self.resume and self.start_epoch >= self.epochs:
             raise AllEpochsSaved
 

@@ -205,7 +205,7 @@ class BottleRep(nn.Module):
         self.alpha = nn.Parameter(torch.ones(1))
 
     def forward(self, x):
-        return self.convs(x) + self.alpha * x
+        return self.convs(x) + self.alpha.to(x.dtype) * x  # a float32 alpha would promote autocast outputs to it
 
 
 class CS(nn.Module):
