@@ -124,7 +124,7 @@ def test_fuse_keeps_state_dict_keys_of_sdgas_layers():
         if hasattr(m, "fuse") and not isinstance(m, torch.nn.Sequential):
             m.fuse()
     assert {k: v.shape for k, v in stage.state_dict().items()} == keys
-    assert stage.blocks[0].attn.forward == stage.blocks[0].attn.forward_taps
+    assert stage.blocks[0].attn.forward == stage.blocks[0].attn.forward_fused
 
 
 def test_fused_model_still_counts_the_linear_layers_in_gflops(sdgasnet):
@@ -153,7 +153,7 @@ def test_optimized_fp32_model_equals_unoptimized(sdgasnet, shape, channels_last)
         reference = sdgasnet(x)[0]
         model = optimize_for_cpu(copy.deepcopy(sdgasnet), "fp32", channels_last)
         out = model(prepare_input(x, "fp32", channels_last))[0]
-    assert any(m.forward == m.forward_taps for m in model.modules() if isinstance(m, CSA))
+    assert any(m.forward == m.forward_fused for m in model.modules() if isinstance(m, CSA))
     assert reference.std() > 0.1  # outputs vary, so the comparison means something
     assert max_relative_difference(out, reference) < 1e-4
 

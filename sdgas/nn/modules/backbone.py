@@ -184,10 +184,18 @@ class CSA(nn.Module):
         out = out.view(B, h, w, heads, 9, d).permute(4, 0, 1, 2, 3, 5).reshape(9, B, h, w, C)
         return self.proj(overlap_add(out, (H, W)))
 
+    def forward_fused(self, x):
+        """The inference form for the input's device: `forward_taps` on the CPU and in ONNX export, where it was
+        measured faster; `forward` elsewhere. The taps form is tuned for CPU caches and runs more, smaller ops (106
+        aten ops per call against 37 for `forward`), a loss where each op is a kernel launch (CUDA; not timed)."""
+        if x.device.type == "cpu" or torch.onnx.is_in_onnx_export():
+            return self.forward_taps(x)
+        return CSA.forward(self, x)
+
     def fuse(self):
-        """Switch to `forward_taps` for inference (`SDGASDetectionModel.fuse`); same outputs, parameters untouched."""
+        """Switch to `forward_fused` for inference (`SDGASDetectionModel.fuse`); same outputs, parameters untouched."""
         if (self.k, self.stride) == (3, 2):
-            self.forward = self.forward_taps
+            self.forward = self.forward_fused
 
 
 class SRA(nn.Module):
