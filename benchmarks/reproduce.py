@@ -381,6 +381,18 @@ def verdicts(records: dict) -> list:
             "no verdict.", "", *lines, ""]
 
 
+def environments(records: dict) -> str:
+    """Which runs trained under which CPU and torch version, where the budget's runs differ in them."""
+    runs = {}
+    for stem, r in records.items():
+        runs.setdefault(f"{r['machine'].get('cpu') or r['machine']['processor']}, torch {r['machine']['torch']}",
+                        []).append(stem)
+    if len(runs) < 2:
+        return ""
+    return "The runs differ in machine or torch version (each JSON records its own): " + "; ".join(
+        f"{env}: {', '.join(stems)}" for env, stems in runs.items()) + "."
+
+
 def write_table(out: Path):
     """docs/results.md from every run JSON of every budget under docs/results/ (rows in RUNS order, then seed)."""
     lines = ["# NEU-DET results reproduced with sdgas", "",
@@ -402,9 +414,9 @@ def write_table(out: Path):
                   f"Train arguments for every run: `{' '.join(f'{k}={v}' for k, v in b.items())}` (a run named "
                   f"`-<N>ep` trains N epochs instead), seeds {', '.join(map(str, seeds))} (n per run below), "
                   f"deterministic, on {Path(first['data']).parent.name} ({first['data']}). Distilled runs train the "
-                  "student from the same initialization with the best.pt of the teacher run of the same seed. Machine: "
+                  "student from the same initialization with the best.pt of the teacher run of the same seed. Machine (first row): "
                   f"{m.get('cpu', m['processor'])}, {m['cpu_count']} cores, {m.get('torch_threads', '?')} "
-                  f"torch thread(s) per run, torch {m['torch']}.", "",
+                  f"torch thread(s) per run, torch {m['torch']}. {environments(records)}", "",
                   "Mean ± sample standard deviation (n - 1) over the seeds of each run (one value where n = 1):", "",
                   *seed_table(records), "", *verdicts(records),
                   "Every run and seed:", "",
