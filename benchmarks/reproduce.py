@@ -414,7 +414,8 @@ def write_table(out: Path):
                   f"Train arguments for every run: `{' '.join(f'{k}={v}' for k, v in b.items())}` (a run named "
                   f"`-<N>ep` trains N epochs instead), seeds {', '.join(map(str, seeds))} (n per run below), "
                   f"deterministic, on {Path(first['data']).parent.name} ({first['data']}). Distilled runs train the "
-                  "student from the same initialization with the best.pt of the teacher run of the same seed. Machine (first row): "
+                  "student from the same initialization with the best.pt of the teacher run of the same seed. "
+                  "Machine (first row): "
                   f"{m.get('cpu', m['processor'])}, {m['cpu_count']} cores, {m.get('torch_threads', '?')} "
                   f"torch thread(s) per run, torch {m['torch']}. {environments(records)}", "",
                   "Mean ± sample standard deviation (n - 1) over the seeds of each run (one value where n = 1):", "",
