@@ -124,9 +124,11 @@ def test_resume_after_sigkill_at_every_stage(neu_subset, tmp_path):
     assert sorted(p.name for p in weights.iterdir()) == ["best.pt", "last.pt"]
 
     from sdgas import SDGAS
+    from sdgas.utils.checkpoint import CheckpointError
 
-    with pytest.raises(AssertionError, match="nothing to resume"):  # a finished run: refused, results.csv kept
-        SDGAS("sdgasnet.yaml").train(resume=last)
+    for resume in (lambda: SDGAS("sdgasnet.yaml").train(resume=last), lambda: SDGAS(last).train(resume=True)):
+        with pytest.raises(CheckpointError, match="nothing to resume"):  # a finished run: one line, results.csv kept
+            resume()
     assert results_epochs(run) == list(range(1, EPOCHS + 1))
 
 

@@ -7,7 +7,7 @@ is imported) goes through `load_checkpoint_dict`, which
 
 1. reads the archive with torch's own reader (never `zipfile`, which may see another archive in the same bytes) and
    refuses TorchScript programs, compressed entries and entries larger than the file;
-2. reads the pickle's opcodes without executing them (`pickletools.genops`) and refuses globals outside the
+2. reads the pickle's opcodes without executing them (as torch's own global scan does) and refuses globals outside the
    allow-list, dunder names (which would let BUILD replace `__setstate__` on an instance) and integers large enough
    to make a dict's keys collide;
 3. unpickles with torch's weights-only unpickler (`torch.load(weights_only=True)`), registering the allow-list through
@@ -34,7 +34,6 @@ import contextlib
 import importlib
 import os
 import pickle
-import pickletools
 import re
 import shutil
 import sys
@@ -49,7 +48,7 @@ TRUST_ENV = "SDGAS_TRUST_CHECKPOINTS"
 STAGING_DIR = ".saving"  # inside the weights folder: same filesystem, so the final rename is atomic
 MAX_NESTING = 100  # containers inside containers; genuine checkpoints stay under 10, Python recurses at 1000
 MAX_INT_BITS = 60  # ints hash to themselves below 2**61 - 1, so larger ones are how dict keys are made to collide
-DUNDER = re.compile(r"^__\w+__$")
+DUNDER = re.compile(rb"^__\w+__$")
 
 # classes a checkpoint may restore: nn.Modules defined in these modules, and (CLASS_MODULES) plain classes too
 LAYER_PACKAGES = ("torch.nn.modules", "ultralytics.nn.modules", "sdgas.nn.modules")
@@ -118,7 +117,8 @@ def refuse(file, reason: str):
 
 class RestoreOnly:
     """Allow-list stand-in for a class: torch's NEWOBJ (`cls.__new__(cls, *args)`) restores an instance of the real
-    class, while a REDUCE of it (a call with arguments chosen by the file) is refused."""
+    class, while a REDUCE of it (a call with arguments chosen by the file) is refused. It compares equal to the real
+    class, so torch's BUILD check (`type(instance) in allowed`) admits the restored instance."""
 
     def __init__(self, cls: type):
         self.cls = cls
@@ -129,6 +129,11 @@ class RestoreOnly:
 
     def __call__(self, *args, **kwargs):
         raise pickle.UnpicklingError(f"a call of {self.cls.__module__}.{self.cls.__qualname__} with arguments")
+
+    def __eq__(self, other):
+        return other is self or other is self.cls
+
+    __hash__ = object.__hash__
 
 
 def module_method(obj, name):
@@ -184,24 +189,25 @@ class AllowList:
 
     @classmethod
     def register(cls, needed):
-        """Put RestoreOnly stand-ins (and sdgas' data callables) into ultralytics' `_SafeLoad` registry, which adds
-        the ones this checkpoint names to torch's allow-list; the real classes go on torch's list under names no
-        GLOBAL opcode can spell (a newline), because BUILD checks an instance's type against the list."""
+        """Register the globals this checkpoint names with torch, from ultralytics' `_SafeLoad` registry extended by
+        sdgas' entries: RestoreOnly stand-ins for every class (ultralytics' own entries for them included) and
+        sdgas' checked data callables. Only named globals are registered: torch rescans its list on every opcode."""
         from ultralytics.nn.tasks import _SafeLoad
 
         cls.names()
-        entries = {name: RestoreOnly(c) for name, c in cls._classes.items()}
-        entries.update({"builtins.getattr": module_method, "numpy.core.multiarray.scalar": numpy_scalar,
-                        "numpy._core.multiarray.scalar": numpy_scalar})
         with _SafeLoad._lock:
-            if _SafeLoad._registry is None:
-                _SafeLoad._registry = _SafeLoad._build()
             if not getattr(_SafeLoad, "_sdgas_registered", False):
-                _SafeLoad._registry.update(entries)
+                _SafeLoad._registry = {**(_SafeLoad._registry or _SafeLoad._build()),
+                                       **{name: RestoreOnly(c) for name, c in cls._classes.items()},
+                                       "builtins.getattr": module_method, "numpy.core.multiarray.scalar": numpy_scalar,
+                                       "numpy._core.multiarray.scalar": numpy_scalar}
                 _SafeLoad._sdgas_registered = True
-            real = [(cls._classes[n], f"restored\n{n}") for n in needed if n in cls._classes]
-            if real:
-                torch.serialization.add_safe_globals(real)
+            entries = [(_SafeLoad._registry[n], n) for n in needed if n in _SafeLoad._registry]
+            if "numpy.dtype" in needed:  # numpy's dtype classes are built at run time, as ultralytics notes
+                import numpy as np
+
+                entries.append(type(np.dtype(np.float64)))
+            torch.serialization.add_safe_globals(entries)
 
 
 def _torch_storage_and_dtype_names() -> frozenset:
@@ -215,13 +221,18 @@ def _torch_storage_and_dtype_names() -> frozenset:
 # ---------------------------------------------------------------------------------------------------------------------
 # Static checks of the archive and its pickle (nothing is executed)
 
-# the opcodes torch's weights-only unpickler implements, and how many stack items each consumes and leaves
-_STRING_OPS = {"BINUNICODE", "SHORT_BINSTRING"}
+# the opcodes torch's weights-only unpickler implements, with the size of their fixed-length argument
+_FIXED_ARG = {op[0]: size for op, size in (
+    (pickle.NEWOBJ, 0), (pickle.REDUCE, 0), (pickle.BUILD, 0), (pickle.APPEND, 0), (pickle.APPENDS, 0),
+    (pickle.SETITEM, 0), (pickle.SETITEMS, 0), (pickle.MARK, 0), (pickle.TUPLE, 0), (pickle.TUPLE1, 0),
+    (pickle.TUPLE2, 0), (pickle.TUPLE3, 0), (pickle.NONE, 0), (pickle.NEWFALSE, 0), (pickle.NEWTRUE, 0),
+    (pickle.EMPTY_TUPLE, 0), (pickle.EMPTY_LIST, 0), (pickle.EMPTY_DICT, 0), (pickle.EMPTY_SET, 0),
+    (pickle.BINPERSID, 0), (pickle.BININT, 4), (pickle.BININT1, 1), (pickle.BININT2, 2), (pickle.BINFLOAT, 8),
+    (pickle.BINGET, 1), (pickle.LONG_BINGET, 4), (pickle.BINPUT, 1), (pickle.LONG_BINPUT, 4), (pickle.PROTO, 1))}
 
 
-def _global_name(arg: str) -> str:
-    """'module name' of a GLOBAL opcode as torch resolves it (protocol-2 names such as __builtin__ mapped)."""
-    module, name = arg.split(" ", 1)
+def _global_name(module: str, name: str) -> str:
+    """A GLOBAL's 'module.name' as torch resolves it (protocol-2 names such as __builtin__ mapped)."""
     if (module, name) in _compat_pickle.NAME_MAPPING:
         module, name = _compat_pickle.NAME_MAPPING[(module, name)]
     elif module in _compat_pickle.IMPORT_MAPPING:
@@ -232,23 +243,33 @@ def _global_name(arg: str) -> str:
 def scan_pickle(data: bytes, file) -> set:
     """The globals a pickle names; refuses what torch's weights-only unpickler would let through but must not.
 
-    Reads opcodes with pickletools; builds no object.
+    Walks the opcodes the way torch's own global scan does (`get_globals_in_pkl`), reading arguments only: nothing is
+    built or called. Any opcode torch's unpickler does not implement ends the walk; torch then refuses the file.
     """
-    names = set()
-    try:
-        for op, arg, _ in pickletools.genops(data):
-            if op.name == "GLOBAL":
-                names.add(_global_name(arg))
-            elif op.name in _STRING_OPS and DUNDER.match(str(arg)):
-                refuse(file, f"its pickle names the attribute '{arg}', which lets an instance replace a method "
-                             f"the unpickler calls")
-            elif op.name == "LONG1" and abs(arg).bit_length() > MAX_INT_BITS:
-                refuse(file, f"its pickle holds a {abs(arg).bit_length()}-bit integer, which no checkpoint needs and "
-                             f"which can make dict keys collide (quadratic load time)")
-    except CheckpointError:
-        raise
-    except ValueError as e:  # pickletools' word for a malformed stream
-        raise CheckpointError(f"'{file}' is not a loadable PyTorch checkpoint: its pickle is damaged ({e})") from None
+    names, i, end = set(), 0, len(data)
+    while i < end:
+        op, i = data[i], i + 1
+        if op in _FIXED_ARG:
+            i += _FIXED_ARG[op]
+        elif op == pickle.GLOBAL[0]:
+            module_end = data.index(b"\n", i)
+            name_end = data.index(b"\n", module_end + 1)
+            names.add(_global_name(data[i:module_end].decode(), data[module_end + 1:name_end].decode()))
+            i = name_end + 1
+        elif op in (pickle.BINUNICODE[0], pickle.SHORT_BINSTRING[0]):
+            size, i = (int.from_bytes(data[i:i + 4], "little"), i + 4) if op == pickle.BINUNICODE[0] else (data[i], i + 1)
+            if DUNDER.match(data[i:i + size]):
+                refuse(file, f"its pickle names the attribute '{data[i:i + size].decode()}', which lets an instance "
+                             f"replace a method the unpickler calls")
+            i += size
+        elif op == pickle.LONG1[0]:
+            bits = abs(pickle.decode_long(data[i + 1:i + 1 + data[i]])).bit_length()
+            if bits > MAX_INT_BITS:
+                refuse(file, f"its pickle holds a {bits}-bit integer, which no checkpoint needs and which can make "
+                             f"dict keys collide (quadratic load time)")
+            i += 1 + data[i]
+        else:
+            break
     return names
 
 
@@ -287,24 +308,26 @@ HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backw
 
 
 def _check_modules(model: nn.Module, file):
-    """Refuse instances that shadow a method with a callable, hooks that are not hooks, tensors past their storage."""
+    """Refuse instances that shadow a method with a callable, hooks that are not hooks, tensors past their storage,
+    and model YAMLs that would build something else (one pass over the layers)."""
     from ultralytics.nn.distill_model import FeatureHook
 
     for name, m in model.named_modules():
-        label = name or type(m).__name__
-        for key, value in vars(m).items():
-            shadowed = getattr(type(m), key, None)
-            if callable(value) and callable(shadowed) and not _is_own_forward(m, key, value):
+        label, state = name or type(m).__name__, vars(m)
+        for key, value in state.items():
+            if callable(value) and callable(getattr(type(m), key, None)) and not _is_own_forward(m, key, value):
                 refuse(file, f"its layer '{label}' replaces the method '{key}' with a {type(value).__name__}")
             if isinstance(value, torch.Tensor):
                 _check_tensor_fits(value, f"{label}.{key}", file)
         for key in HOOK_DICTS:
-            for hook in (getattr(m, key, None) or {}).values():
+            for hook in (state.get(key) or {}).values():
                 own_method = isinstance(hook, types.MethodType) and isinstance(hook.__self__, nn.Module)
                 if not (own_method or isinstance(hook, FeatureHook)):
                     refuse(file, f"its layer '{label}' carries a {type(hook).__name__} in {key}")
-    for key, t in model.state_dict(keep_vars=True).items():
-        _check_tensor_fits(t, key, file)
+        for key, t in (*state["_parameters"].items(), *state["_buffers"].items()):
+            if t is not None:
+                _check_tensor_fits(t, f"{label}.{key}", file)
+        check_model_yaml(state.get("yaml"), file)
 
 
 def _check_tensor_fits(t, key, file):
@@ -343,12 +366,17 @@ def checkpoint_model(ckpt):
 
 
 def _torch_load(file, needed):
-    """torch's weights-only load with the allow-list registered through ultralytics' `_SafeLoad`."""
+    """torch's weights-only load, with the allow-list registered and the thread marked as ultralytics'
+    `_SafeLoad.loading` does (so any model build during the load takes ultralytics' no-eval path); the globals come
+    from our own scan instead of a second one."""
     from ultralytics.nn.tasks import _SafeLoad
 
     AllowList.register(needed)
-    with _SafeLoad.loading(file):  # also makes any model build during the load use ultralytics' no-eval path
+    _SafeLoad._local.active = True
+    try:
         return torch.load(file, map_location="cpu", weights_only=True)
+    finally:
+        _SafeLoad._local.active = False
 
 
 def load_checkpoint_dict(file) -> dict:
@@ -400,8 +428,6 @@ def _check_loaded(ckpt, file) -> dict:
         for m in (ckpt.get("model"), ckpt.get("ema")):
             if isinstance(m, nn.Module):
                 _check_modules(m, file)
-                for sub in m.modules():
-                    check_model_yaml(getattr(sub, "yaml", None), file)
     except RecursionError:
         refuse(file, "its model nests too deeply to use")
     return ckpt
