@@ -272,12 +272,13 @@ def test_opt_out_uses_the_unrestricted_loader(hostile, neu_subset, monkeypatch):
     assert marker.exists()
 
 
-def test_genuine_sdgas_checkpoints_load(sdgas_weights, neu_subset):
-    """best.pt, last.pt and a mid-training epoch0.pt (optimizer state included) load, with exactly the tensors an
-    unrestricted torch.load gives, and predict."""
-    for name in ("best.pt", "last.pt", "epoch0.pt"):
-        safe = load_checkpoint_dict(sdgas_weights / name)
-        plain = torch.load(sdgas_weights / name, map_location="cpu", weights_only=False)
+def test_genuine_sdgas_checkpoints_load(sdgas_weights, neu_subset, tmp_path):
+    """A model as built (Model.save), best.pt, last.pt and a mid-training epoch0.pt (optimizer state included) load,
+    with exactly the tensors an unrestricted torch.load gives, and predict."""
+    SDGAS("sdgasnet.yaml").save(tmp_path / "built.pt")
+    for file in (tmp_path / "built.pt", *(sdgas_weights / name for name in ("best.pt", "last.pt", "epoch0.pt"))):
+        safe = load_checkpoint_dict(file)
+        plain = torch.load(file, map_location="cpu", weights_only=False)
         assert safe.keys() == plain.keys()
         for a, b in zip((safe.get("ema") or safe["model"]).state_dict().values(),
                         (plain.get("ema") or plain["model"]).state_dict().values()):
