@@ -78,7 +78,7 @@ def run_model_mode(mode: str, overrides: dict):
     if model is None:
         raise ValueError(f"'sdgas {mode}' needs model=, e.g. model=runs/detect/train/weights/best.pt")
     if mode != "train":
-        keep = {"paper_eval"} if mode == "val" else set()  # sdgas keys SDGAS.val() understands
+        keep = {"paper_eval", "recall", "escape_rate"} if mode == "val" else set()  # sdgas keys SDGAS.val() takes
         for key in (sdgas_only_keys() - keep) & overrides.keys():  # training-only keys: stock modes reject them
             overrides.pop(key)
     if mode == "predict":

@@ -1,8 +1,11 @@
 """SDGAS: the Python entry point, an ultralytics Model whose task map builds and trains SD-GASNet."""
 
+from functools import partial
 from pathlib import Path
 
+import torch
 from ultralytics.engine.model import Model
+from ultralytics.utils import LOGGER
 
 from sdgas.models.detect import SDGASTrainer, SDGASValidator
 from sdgas.models.detect.predict import SDGASPredictor
@@ -10,7 +13,7 @@ from sdgas.nn.tasks import SDGASDetectionModel, load_model_yaml
 from sdgas.utils import DATASETS_DIR, DEMO_DATA, resolve_cfg_file
 from sdgas.utils.checkpoint import (check_detection_model, check_resumable, checkpoint_path_setting,
                                     refuse_untrusted_torchscript, trust_checkpoint)
-from sdgas.utils.weights import export_safetensors, load_safetensors
+from sdgas.utils.weights import export_safetensors, load_safetensors, write_class_conf
 
 DEMO_IMAGES = DEMO_DATA.parent / "neu-det-demo" / "images" / "val"
 
@@ -38,6 +41,27 @@ def stage_metrics(metrics, model) -> dict:
     if hasattr(metrics, "results_dict"):
         return metrics.results_dict
     return dict((model.ckpt or {}).get("train_metrics") or {})
+
+
+def add_class_conf_metadata(exported, class_conf):
+    """Carry per-class thresholds into an exported model's metadata (ONNX metadata_props, OpenVINO metadata.yaml),
+    where AutoBackend exposes them to `sdgas predict`; other formats are told they do not carry them."""
+    if not class_conf or not exported:
+        return exported
+    path = Path(exported)
+    if path.suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(str(path))
+        model.metadata_props.add(key="class_conf", value=str(dict(class_conf)))
+        onnx.save(model, str(path))
+    elif (path / "metadata.yaml").is_file():
+        from ultralytics.utils import YAML
+
+        YAML.save(path / "metadata.yaml", {**YAML.load(path / "metadata.yaml"), "class_conf": dict(class_conf)})
+    else:
+        LOGGER.warning(f"{path.name} does not carry the per-class thresholds; pass conf= when predicting with it")
+    return exported
 
 
 class SDGAS(Model):
@@ -84,7 +108,7 @@ class SDGAS(Model):
     def export(self, **kwargs):
         """ultralytics' export formats, plus format=safetensors: tensors and a JSON config, no pickled code."""
         if str(kwargs.get("format", "")).lower() != "safetensors":
-            return super().export(**kwargs)
+            return add_class_conf_metadata(super().export(**kwargs), getattr(self.model, "class_conf", None))
         self._check_is_pytorch_model()
         source = getattr(self.model, "pt_path", None) or Path(self.model.yaml.get("yaml_file") or "model").name
         return export_safetensors(self.model, Path(source).with_suffix(".safetensors"),
@@ -140,7 +164,21 @@ class SDGAS(Model):
 
         apply_paper_eval(kwargs)  # paper_eval=True -> conf=0.03, iou=0.65, max_det=300
         kwargs["data"] = resolve_data(kwargs.get("data") or self._checkpoint_data())
-        return super().val(validator=validator, **kwargs)
+        inspection = {k: kwargs.pop(k) for k in ("recall", "escape_rate") if kwargs.get(k) is not None}
+        validator = partial(validator or self._smart_load("validator"), **inspection)
+        metrics = super().val(validator=validator, **kwargs)
+        if metrics.class_conf:
+            self.save_class_conf(metrics.class_conf)
+        return metrics
+
+    def save_class_conf(self, class_conf: dict) -> None:
+        """Keep per-class thresholds with this model: in memory, and in its .pt or .safetensors file."""
+        if isinstance(self.model, torch.nn.Module):
+            self.model.class_conf = dict(class_conf)
+        file = Path(str(self.ckpt_path or self.model_name or ""))
+        if file.suffix in (".pt", ".safetensors") and file.is_file():
+            write_class_conf(file, class_conf)
+            LOGGER.info(f"Per-class thresholds saved with {file}; sdgas predict applies them unless conf= is given")
 
     def _checkpoint_data(self):
         """The dataset a loaded checkpoint names, only if it is a local file (never a URL, never a download)."""
@@ -150,6 +188,11 @@ class SDGAS(Model):
         return data
 
     def predict(self, source=None, stream=False, predictor=None, **kwargs):
+        """ultralytics' prediction; the model's per-class thresholds (from `sdgas val recall=`) apply unless conf=."""
+        auto = "conf" not in kwargs
+        if self.predictor is not None:
+            self.predictor.class_conf_auto = auto
+        predictor = predictor or partial(self._smart_load("predictor"), class_conf_auto=auto)
         return super().predict(source if source is not None else str(DEMO_IMAGES), stream, predictor, **kwargs)
 
     @property

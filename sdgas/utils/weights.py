@@ -8,6 +8,7 @@ checkpoint's (`check_model_yaml`) before the model is built, because ultralytics
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def export_safetensors(model: torch.nn.Module, file, half: bool = False) -> str:
         "names": json.dumps(_jsonable(model.names)),
         "args": json.dumps(_jsonable({k: args[k] for k in MODEL_ARGS if k in args})),
         "fused": json.dumps(bool(model.is_fused())),
+        "class_conf": json.dumps(getattr(model, "class_conf", None) or {}),
     }
     file = Path(file).with_suffix(".safetensors")
     file.parent.mkdir(parents=True, exist_ok=True)
@@ -106,4 +108,38 @@ def load_safetensors(file) -> torch.nn.Module:
     model.names = {int(k): v for k, v in names.items()} if isinstance(names, dict) else dict(enumerate(names))
     model.args = {**DEFAULT_CFG_DICT, **args}
     model.pt_path, model.task = str(file), args.get("task", "detect")
+    model.class_conf = parse_class_conf(meta.get("class_conf"), file)
     return model.float().eval()
+
+
+def parse_class_conf(value, file) -> dict:
+    """Per-class thresholds from file metadata (JSON or a Python literal, as exported formats store them): {int: float}."""
+    import ast
+
+    if not value:
+        return {}
+    try:
+        raw = ast.literal_eval(value) if isinstance(value, str) else value  # JSON and Python dict literals alike
+        return {int(k): float(v) for k, v in dict(raw).items() if 0.0 <= float(v) <= 1.0}
+    except (ValueError, TypeError, SyntaxError):
+        raise CheckpointError(f"'{file}' has damaged per-class thresholds ({str(value)[:80]})") from None
+
+
+def write_class_conf(file, class_conf: dict) -> None:
+    """Store per-class thresholds in a .pt checkpoint (on its model) or a .safetensors file (in its metadata),
+    rewriting the file atomically."""
+    from sdgas.utils.checkpoint import atomic_write_bytes, checkpoint_model, load_checkpoint_dict
+
+    file, class_conf = Path(file), {int(k): float(v) for k, v in class_conf.items()}
+    if file.suffix == ".safetensors":
+        from safetensors.torch import save
+
+        tensors, meta = read_safetensors(file)
+        atomic_write_bytes(file, save(tensors, metadata={**meta, "class_conf": json.dumps(class_conf)}))
+        return
+    ckpt = load_checkpoint_dict(file)
+    for model in {id(m): m for m in (ckpt.get("model"), ckpt.get("ema"), checkpoint_model(ckpt)) if m}.values():
+        model.class_conf = class_conf
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)
+    atomic_write_bytes(file, buffer.getvalue())

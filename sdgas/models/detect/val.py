@@ -20,6 +20,7 @@ Examples:
 
 import contextlib
 import io
+import json
 import math
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.utils import LOGGER, RANK, nms
 from ultralytics.utils.metrics import DetMetrics
 
+from sdgas.models.detect.inspection import class_thresholds, inspection_report, plot_froc
 from sdgas.nn.tasks import model_gflops
 from sdgas.utils import use_cpu_inference_threads
 
@@ -76,6 +78,9 @@ class SDGASDetMetrics(DetMetrics):
         coco (dict[str, float]): AP, AP50, AP75, APs, APm, APl of the last validation (0.0 before any COCO run).
         coco_stats (dict[str, float]): all 12 COCO summary numbers (the six AP plus AR1, AR10, AR100, ARs, ARm, ARl).
         complexity (dict[str, float]): `params` and `GFLOPs` (at 640x640) of the validated PyTorch model.
+        inspection (dict): defect recall at 0.1/0.5/1/2 false calls per image (overall, per class), escape and
+            overkill rates, and the confidence meeting the target escape rate (standalone validation).
+        class_conf (dict[int, float]): per-class thresholds found with `recall=`.
     """
 
     def __init__(self, names=None) -> None:
@@ -84,6 +89,8 @@ class SDGASDetMetrics(DetMetrics):
         self.coco = dict.fromkeys(COCO_AP, 0.0)
         self.coco_stats = {}
         self.complexity = {}
+        self.inspection = {}  # FROC points and image-level rates (sdgas.models.detect.inspection)
+        self.class_conf = {}  # per-class thresholds, when validated with recall=
 
     @property
     def keys(self) -> list[str]:
@@ -111,8 +118,10 @@ class SDGASValidator(DetectionValidator):
     Standalone validation writes its stats as one row of `results.csv` in its save_dir.
     """
 
-    def __init__(self, dataloader=None, save_dir=None, args=None, _callbacks=None) -> None:
+    def __init__(self, dataloader=None, save_dir=None, args=None, _callbacks=None, recall=None, escape_rate=0.01):
+        """`recall` (sdgas' key) sets per-class thresholds at that recall; `escape_rate` is the target escape rate."""
         super().__init__(dataloader, save_dir, args, _callbacks)
+        self.recall_target, self.escape_target = recall, escape_rate
         self.args.save_json = True  # collect COCO-format predictions; ultralytics builds the COCO ground truth
         self.metrics = SDGASDetMetrics()
         if use_cpu_cores_when_standalone not in self.callbacks["on_val_start"]:  # the dict may be a model's, reused
@@ -163,11 +172,29 @@ class SDGASValidator(DetectionValidator):
         return [{"bboxes": x[:, :4], "conf": x[:, 4], "cls": x[:, 5], "extra": x[:, 6:]} for x in outputs]
 
     def get_stats(self) -> dict:
-        """ultralytics' stats with the COCO AP columns (ultralytics' own mAP_small/medium/large duplicates dropped)."""
+        """ultralytics' stats with the COCO AP columns (ultralytics' own mAP_small/medium/large duplicates dropped);
+        standalone validation adds the inspection metrics (FROC, escape/overkill rates, per-class thresholds)."""
+        if not self.training:
+            self.inspect(per_image_stats(self.metrics.stats))
         stats = super().get_stats()
         for size in ("small", "medium", "large") if not self.is_lvis else ():
             stats.pop(f"metrics/mAP_{size}(B)", None)
         return stats
+
+    def inspect(self, images: list) -> None:
+        """Inspection metrics of this validation on `metrics.inspection` (and `metrics.class_conf` with recall=),
+        logged and written to inspection.json, with FROC curves beside ultralytics' PR curves when plotting."""
+        names = self.names
+        if self.recall_target:
+            self.metrics.class_conf = class_thresholds(images, float(self.recall_target), len(names))
+        self.metrics.inspection = inspection_report(images, names, self.args.conf, self.escape_target,
+                                                    getattr(self.metrics, "class_conf", None))
+        log_inspection(self.metrics.inspection, getattr(self.metrics, "class_conf", {}), names)
+        if RANK in {-1, 0}:
+            (self.save_dir / "inspection.json").write_text(json.dumps(
+                {**self.metrics.inspection, "class_conf": getattr(self.metrics, "class_conf", {})}, indent=2))
+            if self.args.plots:
+                plot_froc(images, names, self.save_dir / "FROC_curve.png")
 
     def print_results(self) -> None:
         """ultralytics' results table, then the model's Params and GFLOPs@640 (standalone PyTorch models)."""
@@ -243,6 +270,27 @@ class SDGASValidator(DetectionValidator):
         with open(file, "a", encoding="utf-8") as f:
             f.write(header + ",".join(f"{v:.6g}" for v in vals) + "\n")
         LOGGER.info(f"Metrics saved to {file}")
+
+
+def per_image_stats(stats: dict) -> list:
+    """ultralytics' per-image validation stats (lists of arrays, one entry per image) as one dict per image."""
+    return [dict(zip(("tp", "conf", "pred_cls", "target_cls"), v))
+            for v in zip(stats["tp"], stats["conf"], stats["pred_cls"], stats["target_cls"])]
+
+
+def log_inspection(report: dict, class_conf: dict, names: dict) -> None:
+    """The inspection metrics, as a few readable lines under ultralytics' table."""
+    rates = "  ".join(f"{k} FP/img: {v:.3f}" for k, v in report["recall_at_false_calls"].items())
+    LOGGER.info(f"Defect recall (IoU 0.5) at {rates}")
+    line = f"At conf {report['conf']:g}: escape rate {report['escape_rate']:.3f} over {report['defective_images']} " \
+           f"defective images"
+    if report["good_images"]:
+        line += (f", overkill rate {report['overkill_rate']:.3f} over {report['good_images']} defect-free images; "
+                 f"escape rate <= {report['escape_target']:g} at conf {report['conf_for_escape_target']:.3f} "
+                 f"(overkill {report['overkill_at_that_conf']:.3f})")
+    LOGGER.info(line)
+    if class_conf:
+        LOGGER.info("Per-class thresholds: " + ", ".join(f"{names[c]} {t:.3f}" for c, t in class_conf.items()))
 
 
 def use_cpu_cores_when_standalone(validator: SDGASValidator) -> None:
