@@ -6,11 +6,9 @@ from sdgas.utils.offline import set_offline_env
 
 set_offline_env()  # must run before ultralytics is imported anywhere
 
-from ultralytics.utils import USER_CONFIG_DIR  # noqa: E402
+from sdgas.utils.offline import disable_integrations, use_local_fonts  # noqa: E402
 
-from sdgas.utils.offline import disable_integrations, provide_local_fonts  # noqa: E402
-
-provide_local_fonts(USER_CONFIG_DIR)
+use_local_fonts()
 disable_integrations()
 
 from sdgas.utils.checkpoint import install_safe_loading  # noqa: E402

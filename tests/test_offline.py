@@ -44,5 +44,28 @@ def test_no_network_attempt_in_any_mode(tmp_path):
     assert processes == [], f"processes started (pip install, git, download tools?): {processes}"
     assert list((tmp_path / "runs" / "predict").glob("*.jpg")), "prediction images not saved"
     assert list((tmp_path / "runs" / "offline").glob("*.png")), "training plots not rendered"
-    assert (tmp_path / "config" / "Ultralytics" / "Arial.ttf").is_file() or \
-        list((tmp_path / "config").rglob("Arial.ttf")), "local font not provided"
+    assert not list((tmp_path / "config").rglob("Arial*.ttf")), "fonts written into the user's config folder"
+
+
+def snapshot(folder) -> dict:
+    """{relative path: bytes} of every file below `folder`."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_import_sdgas_writes_nothing_and_changes_no_setting(tmp_path):
+    """With a fresh YOLO_CONFIG_DIR that ultralytics has initialised, `import sdgas` (and its first plot of labels)
+    leaves every file there as it was, the settings file included; integrations are still off in that process."""
+    env = {**os.environ, "YOLO_CONFIG_DIR": str(tmp_path / "config"), "YOLO_OFFLINE": "1"}
+    init = subprocess.run([sys.executable, "-c", "import ultralytics"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert init.returncode == 0, init.stderr[-2000:]
+    before = snapshot(tmp_path / "config")
+    assert any(name.endswith("settings.json") for name in before)
+    probe = ("import sdgas, numpy as np; from ultralytics.utils import SETTINGS; "
+             "from ultralytics.utils.plotting import Annotator; "
+             "Annotator(np.zeros((64, 64, 3), np.uint8), pil=True).box_label([4, 4, 40, 40], 'crazing'); "
+             "print(SETTINGS['sync'], SETTINGS['mlflow'])")
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == ["False", "False"]
+    assert snapshot(tmp_path / "config") == before
