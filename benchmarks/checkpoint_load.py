@@ -57,7 +57,7 @@ def report(files, timings, rounds) -> dict:
         med = {name: statistics.median(timings[(str(f), name)]) for name in loaders()}
         for name in loaders():
             t = timings[(str(f), name)]
-            rows.append({"file": Path(f).name, "MB": round(Path(f).stat().st_size / 1e6, 1), "loader": name,
+            rows.append({"file": "/".join(Path(f).parts[-3:]), "MB": round(Path(f).stat().st_size / 1e6, 1), "loader": name,
                          "median_s": round(med[name], 4), "min_s": round(min(t), 4), "max_s": round(max(t), 4),
                          "x_ultralytics": round(med[name] / med["ultralytics safe_only"], 3)})
     return {"cpu": cpu_name(), "machine": platform.machine(), "rounds": rounds, "rows": rows}
@@ -72,9 +72,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         files = [Path(w) for w in args.weights] if args.weights else genuine_checkpoints(Path(tmp))
         result = report(files, time_loads(files, args.rounds), args.rounds)
-    print(f"{'file':<16}{'MB':>6}  {'loader':<24}{'median s':>9}{'min':>8}{'max':>8}{'x ultralytics':>15}")
+    print(f"{'file':<22}{'MB':>6}  {'loader':<24}{'median s':>9}{'min':>8}{'max':>8}{'x ultralytics':>15}")
     for r in result["rows"]:
-        print(f"{r['file']:<16}{r['MB']:>6}  {r['loader']:<24}{r['median_s']:>9}{r['min_s']:>8}{r['max_s']:>8}"
+        print(f"{r['file']:<22}{r['MB']:>6}  {r['loader']:<24}{r['median_s']:>9}{r['min_s']:>8}{r['max_s']:>8}"
               f"{r['x_ultralytics']:>15}")
     Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
 
