@@ -142,6 +142,7 @@ class SDGASTrainer(DetectionTrainer):
         if self.resume:
             run = checkpoint_run_dir(self.args.resume)
             self.args.save_dir, self.args.project, self.args.name = str(run), str(run.parent), run.name
+            self.args.trust = bool((overrides or {}).get("trust", False))  # the user's word, never the checkpoint's
             shutil.rmtree(run / "weights" / STAGING_DIR, ignore_errors=True)  # left by a kill during a save
             for key in ("data", "distill_model"):
                 if getattr(self.args, key, None):
