@@ -89,6 +89,54 @@ def overlap_add(taps: torch.Tensor, size: tuple) -> torch.Tensor:
     return _interleave(cols[1], _add_shifted(cols[2], cols[0], 2, W // 2), 2, W)
 
 
+def records_cpu_training(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether `module` runs a CPU training step on `x`: training mode, autograd recording, a CPU tensor, no export.
+
+    The backbone's training forms (`CSA.forward_train`, `training_linear`) compute the reference arithmetic with
+    backward passes that are cheaper on a CPU; under `torch.no_grad()` (validation of the EMA model, FLOP counters)
+    and on other devices the reference forms run.
+    """
+    return (module.training and torch.is_grad_enabled() and x.device.type == "cpu"
+            and not torch.onnx.is_in_onnx_export())
+
+
+def training_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """`layer(x)` over NHWC tokens; in a CPU training step as `pointwise_linear` (oneDNN 1x1 convolution, forward
+    and backward), which computes the same values as the MKL matmuls behind `F.linear`."""
+    if records_cpu_training(layer, x):
+        return pointwise_linear(x, layer.weight, layer.bias)
+    return layer(x)
+
+
+class _WindowTaps(torch.autograd.Function):
+    """`window_taps` whose backward is `overlap_add` of the gradient (the two maps are each other's transpose).
+
+    Autograd's own backward of the nine strided slices writes nine zero-filled copies of the padded map.
+    """
+
+    @staticmethod
+    def forward(ctx, x, h: int, w: int):
+        ctx.size = (x.shape[1], x.shape[2])
+        return window_taps(x, h, w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return overlap_add(grad, ctx.size), None, None
+
+
+class _OverlapAdd(torch.autograd.Function):
+    """`overlap_add` whose backward is `window_taps` of the gradient (autograd's own writes full-size zero maps)."""
+
+    @staticmethod
+    def forward(ctx, taps, size: tuple):
+        ctx.hw = (taps.shape[2], taps.shape[3])
+        return overlap_add(taps, size)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return window_taps(grad, *ctx.hw), None
+
+
 class DownsamplingStem(nn.Module):
     """Conv downsampling stem of `lvt_ds` (stride 4), official-arch.md §2 "Stem".
 
@@ -142,6 +190,13 @@ class CSA(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x):
+        """`forward_reference`; in a CPU training step (3x3/s2 windows) the same arithmetic as `forward_train`."""
+        if (self.k, self.stride) == (3, 2) and records_cpu_training(self, x):
+            return self.forward_train(x)
+        return self.forward_reference(x)
+
+    def forward_reference(self, x):
+        """The attention as the official code computes it: unfold, grouped 1x1 value conv, softmax, fold."""
         B, H, W, C = x.shape
         k2, heads = self.k * self.k, self.heads
         h, w = math.ceil(H / self.stride), math.ceil(W / self.stride)
@@ -184,6 +239,29 @@ class CSA(nn.Module):
         out = out.view(B, h, w, heads, 9, d).permute(4, 0, 1, 2, 3, 5).reshape(9, B, h, w, C)
         return self.proj(overlap_add(out, (H, W)))
 
+    def forward_train(self, x):
+        """`forward_reference` for a CPU training step (3x3/s2 windows): `forward_taps`' layout with cheap backwards.
+
+        The logits come out key-tap-major (softmax over a strided axis, forward and backward); the window taps and
+        the overlap-add are each other's backward (`_WindowTaps`, `_OverlapAdd`) instead of unfold/fold or autograd
+        through strided slices; the per-tap value maps are one batched matmul; the output projection runs as a 1x1
+        convolution. (B, H, W, C) NHWC -> same.
+        """
+        B, H, W, C = x.shape
+        heads, d = self.heads, C // self.heads
+        h, w = math.ceil(H / 2), math.ceil(W / 2)
+        n = B * h * w
+        pooled = avg_pool_2x2(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        weight = self.attn.weight.view(heads, 9, 9, C).permute(2, 0, 1, 3).reshape(-1, C) * self.scale
+        bias = self.attn.bias.view(heads, 9, 9).permute(2, 0, 1).reshape(-1) * self.scale
+        attn = F.linear(pooled, weight, bias).view(n, 9, heads, 9).softmax(1)  # (windows, key tap, heads, query tap)
+        attn = attn.permute(0, 2, 3, 1).reshape(n * heads, 9, 9)
+        taps = _WindowTaps.apply(x, h, w).view(9, n, C)
+        v = torch.bmm(taps, self.v_pw.weight.view(9, C, C).transpose(1, 2))  # (key tap, windows, C)
+        out = torch.bmm(attn, v.view(9, n * heads, d).transpose(0, 1))  # (windows*heads, query tap, C/heads)
+        out = out.view(B, h, w, heads, 9, d).permute(4, 0, 1, 2, 3, 5).reshape(9, B, h, w, C)
+        return training_linear(self.proj, _OverlapAdd.apply(out, (H, W)))
+
     def forward_fused(self, x):
         """The inference form for the input's device: `forward_taps` on the CPU and in ONNX export, where it was
         measured faster; `forward` elsewhere. The taps form is tuned for CPU caches and runs more, smaller ops (106
@@ -218,12 +296,12 @@ class SRA(nn.Module):
     def forward(self, x):
         B, H, W, C = x.shape
         heads = self.heads
-        q = self.q(x).reshape(B, H * W, heads, C // heads).transpose(1, 2)
+        q = training_linear(self.q, x).reshape(B, H * W, heads, C // heads).transpose(1, 2)
         if self.sr > 1:
             x = self.norm(self.reduce(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
-        kv = self.kv(x).reshape(B, -1, 2, heads, C // heads).permute(2, 0, 3, 1, 4)
+        kv = training_linear(self.kv, x).reshape(B, -1, 2, heads, C // heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, kv[0], kv[1])  # (B, heads, HW, C/heads)
-        return self.proj(out.transpose(1, 2).reshape(B, H, W, C))
+        return training_linear(self.proj, out.transpose(1, 2).reshape(B, H, W, C))
 
 
 class MLP(nn.Module):
@@ -234,7 +312,7 @@ class MLP(nn.Module):
         self.fc1, self.act, self.fc2 = nn.Linear(dim, dim * ratio), nn.GELU(), nn.Linear(dim * ratio, dim)
 
     def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
+        return training_linear(self.fc2, self.act(training_linear(self.fc1, x)))
 
 
 class DWConvMLP(nn.Module):
