@@ -16,6 +16,7 @@ from sdgas.utils.checkpoint import (STAGING_DIR, AllEpochsSaved, CheckpointError
                                     check_resumable, checkpoint_path_setting, checkpoint_run_dir, is_trusted,
                                     load_checkpoint_dict, staged_checkpoint_writes, truncate_results_csv,
                                     trust_checkpoint)
+from sdgas.utils.malloc import keep_freed_memory
 
 
 class SDGASTrainer(DetectionTrainer):
@@ -26,6 +27,8 @@ class SDGASTrainer(DetectionTrainer):
         default config, the missing ones for any other (a DDP worker passes ultralytics' DEFAULT_CFG_DICT copy)."""
         cfg = sdgas_default_cfg() if cfg is DEFAULT_CFG else {**sdgas_default_cfg(), **cfg2dict(cfg)}
         super().__init__(cfg, carry_trust(overrides), _callbacks)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # reuse freed activation buffers instead of page-faulting them in every iteration
 
     def get_model(self, cfg=None, weights=None, verbose=True):
         """Build an SDGASDetectionModel for the dataset's classes and load `weights` if given."""
