@@ -155,6 +155,13 @@ def _genuine_based(folder: Path, genuine: Path, marker: Path) -> dict:
     model.model[0]._forward_hooks[99] = set  # called on every forward
     save("fake-hook", "in _forward_hooks")
     del model.model[0]._forward_hooks[99]
+    from ultralytics.utils.loss import v8DetectionLoss
+
+    criterion = v8DetectionLoss.__new__(v8DetectionLoss)  # a loss object, as training would reuse it
+    criterion.bbox_decode = torch.device
+    model.criterion = criterion
+    save("shadowed-loss-method", "replaces the method 'bbox_decode'")
+    model.criterion = None
     evil_yaml = folder / "evil.yaml"
     evil_yaml.write_text(f"nc: 1\nactivation: __import__('os').system('touch {marker}')\nbackbone: []\nhead: []\n")
     yaml = dict(model.yaml)

@@ -58,8 +58,7 @@ CLASS_MODULES = ("ultralytics.nn.distill_model", "ultralytics.utils.loss", "ultr
 DATA_GLOBALS = ("collections.OrderedDict", "builtins.set", "builtins.frozenset", "_codecs.encode", "torch.Size",
                 "torch.device", "torch.nn.parameter.Parameter", "torch._utils._rebuild_tensor",
                 "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
-                "torch._utils._rebuild_parameter_with_state", "torch.storage.UntypedStorage",
-                "torch.storage.TypedStorage", "ultralytics.utils.IterableSimpleNamespace",
+                "torch._utils._rebuild_parameter_with_state", "ultralytics.utils.IterableSimpleNamespace",
                 "ultralytics.yolo.utils.IterableSimpleNamespace", "builtins.getattr", "numpy.dtype",
                 "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
                 *(f"{m}.{c}" for m in ("pathlib", "pathlib._local") for c in ("PosixPath", "WindowsPath")))
@@ -319,6 +318,8 @@ def _check_modules(model: nn.Module, file):
                 refuse(file, f"its layer '{label}' replaces the method '{key}' with a {type(value).__name__}")
             if isinstance(value, torch.Tensor):
                 _check_tensor_fits(value, f"{label}.{key}", file)
+            elif type(value).__module__.startswith(CLASS_MODULES):  # a loss or assigner object the layer holds
+                _check_no_shadowed_methods(value, f"{label}.{key}", file)
         for key in HOOK_DICTS:
             for hook in (state.get(key) or {}).values():
                 own_method = isinstance(hook, types.MethodType) and isinstance(hook.__self__, nn.Module)
@@ -328,6 +329,13 @@ def _check_modules(model: nn.Module, file):
             if t is not None:
                 _check_tensor_fits(t, f"{label}.{key}", file)
         check_model_yaml(state.get("yaml"), file)
+
+
+def _check_no_shadowed_methods(obj, label, file):
+    """A plain object restored from the file may not carry a callable where its class has a method."""
+    for key, value in vars(obj).items():
+        if callable(value) and callable(getattr(type(obj), key, None)) and not isinstance(value, nn.Module):
+            refuse(file, f"its object '{label}' replaces the method '{key}' with a {type(value).__name__}")
 
 
 def _check_tensor_fits(t, key, file):
