@@ -35,6 +35,19 @@ def resolve_data(data) -> str:
     return str(path)
 
 
+DYNAMIC_FORMATS = ("onnx", "openvino", "engine")  # engine: TensorRT builds from the same dynamic ONNX graph
+
+
+def check_dynamic_export(kwargs: dict) -> None:
+    """Refuse `dynamic=True` for formats other than DYNAMIC_FORMATS: SD-GASNet computes its sizes in the graph of
+    a traced export (CSA windows, MFA pooling, the PDCT basis), checked against PyTorch at several sizes for ONNX
+    and OpenVINO (tests/test_dynamic_export.py); other converters were never checked and could freeze a size."""
+    fmt = str(kwargs.get("format") or "torchscript").lower()
+    if kwargs.get("dynamic") and fmt not in DYNAMIC_FORMATS:
+        raise ValueError(f"dynamic=True is supported for format={', '.join(DYNAMIC_FORMATS)} exports of SD-GASNet, "
+                         f"not format={fmt}; export at a fixed imgsz= instead")
+
+
 def stage_metrics(metrics, model) -> dict:
     """The metrics of a finished training run: its validator's, or, after DDP training (whose validator ran in the
     worker processes), those its best checkpoint was saved with."""
@@ -107,6 +120,7 @@ class SDGAS(Model):
 
     def export(self, **kwargs):
         """ultralytics' export formats, plus format=safetensors: tensors and a JSON config, no pickled code."""
+        check_dynamic_export(kwargs)
         if str(kwargs.get("format", "")).lower() != "safetensors":
             return add_class_conf_metadata(super().export(**kwargs), getattr(self.model, "class_conf", None))
         self._check_is_pytorch_model()

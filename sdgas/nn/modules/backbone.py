@@ -64,6 +64,8 @@ def window_taps(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 def _interleave(even: torch.Tensor, odd: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     """Merge maps holding the even and the odd indices of axis `dim` into one axis of length `size`."""
+    if torch.jit.is_tracing():  # an export for every stride-aligned size: even sizes, so no size test in the graph
+        return torch.stack((even, odd), dim + 1).flatten(dim, dim + 1)
     if odd.shape[dim] < even.shape[dim]:  # odd size: the last odd index does not exist
         odd = F.pad(odd, [0, 0] * (odd.ndim - 1 - dim) + [0, even.shape[dim] - odd.shape[dim]])
     return torch.stack((even, odd), dim + 1).flatten(dim, dim + 1).narrow(dim, 0, size)
@@ -71,6 +73,9 @@ def _interleave(even: torch.Tensor, odd: torch.Tensor, dim: int, size: int) -> t
 
 def _add_shifted(first: torch.Tensor, second: torch.Tensor, dim: int, n: int) -> torch.Tensor:
     """first[:n] + second[1:n+1] along `dim`, where second may run one short (zero beyond its end)."""
+    if torch.jit.is_tracing():  # an export for every stride-aligned size: even sizes, second is always one short
+        padded = F.pad(second, [0, 0] * (second.ndim - 1 - dim) + [0, 1])
+        return first + padded[(slice(None),) * dim + (slice(1, None),)]
     tail = second.narrow(dim, 1, second.shape[dim] - 1)
     if tail.shape[dim] < n:
         tail = F.pad(tail, [0, 0] * (tail.ndim - 1 - dim) + [0, n - tail.shape[dim]])
@@ -223,7 +228,7 @@ class CSA(nn.Module):
         """
         B, H, W, C = x.shape
         heads, d = self.heads, C // self.heads
-        h, w = math.ceil(H / 2), math.ceil(W / 2)
+        h, w = (H + 1) // 2, (W + 1) // 2  # integer ceil: stays a graph value in a traced (dynamic-shape) export
         n = B * h * w
         pooled = avg_pool_2x2(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         if torch.onnx.is_in_onnx_export():
@@ -362,7 +367,7 @@ class LVTBlock(nn.Module):
         r0-1 .. r1+1: the CSA runs on rows r0-2 .. r1+2 (an even start keeps the window grid aligned) and the band
         is cropped from its output. Same values as `forward`; an ONNX export and accelerators use `forward`.
         """
-        if torch.onnx.is_in_onnx_export() or x.device.type != "cpu":
+        if torch.jit.is_tracing() or x.device.type != "cpu":  # exports (ONNX, OpenVINO) trace; bands fix sizes
             return LVTBlock.forward(self, x)
         B, H, W, _ = x.shape
         rows = max(2, BAND_TOKENS // (B * W) // 2 * 2)

@@ -1,6 +1,7 @@
 """AES-FPN, the neck of SD-GASNet: paper §3.1-3.2 (FIGA = MFA + FGPEM + Inject, the CS module), official-arch.md §3."""
 
 import math
+import warnings
 
 import torch
 import torch.nn as nn
@@ -12,7 +13,7 @@ class MFA(nn.Module):
     """Multi-scale Feature Alignment (paper §3.1, Eq. 1-4; official `low_FAM` + `low_IFM`).
 
     Inputs [C2, C3, C4, C5] of shapes (B, c_i, H_i, W_i) are aligned to the grid of the third one (stride 16):
-    adaptive average pooling for finer maps, bilinear resizing for coarser ones. The concatenation (B, sum c_i,
+    average pooling for finer maps (`pool_to_grid`), bilinear resizing for coarser ones. The concatenation (B, sum c_i,
     H4, W4) goes through 1x1 Conv-BN-SiLU -> `n` RepVGG blocks -> 1x1 Conv-BN-SiLU, giving (B, c2, H4, W4).
 
     A RepVGG block (ultralytics `RepConv` with an identity BN and ReLU) sums a 3x3 conv-BN, a 1x1 conv-BN and an
@@ -30,18 +31,30 @@ class MFA(nn.Module):
     def align(self, xs: list) -> torch.Tensor:
         """Resample every input to the reference grid and concatenate (paper Eq. 1-2)."""
         size = xs[self.ref].shape[2:]
-        out = []
-        for x in xs:
-            if x.shape[2:] == size:
-                out.append(x)
-            elif x.shape[2] > size[0]:
-                out.append(F.adaptive_avg_pool2d(x, size))
-            else:
-                out.append(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
+        finer, coarser = xs[:self.ref], xs[self.ref + 1:]  # inputs run fine to coarse (C2 .. C5): no size tests
+        out = [pool_to_grid(x, size) for x in finer] + [xs[self.ref]]
+        out += [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in coarser]
         return torch.cat(out, 1)
 
     def forward(self, xs):
         return self.cv2(self.blocks(self.cv1(self.align(xs))))
+
+
+def pool_to_grid(x: torch.Tensor, size) -> torch.Tensor:
+    """Average-pool a finer (B, C, H, W) map onto the coarser `size` grid (MFA, paper Eq. 1).
+
+    Exact k x k means (an average pool) where the grids divide, which they always do for inputs at a multiple of
+    the model stride: k is then the same for every input size, so an export traced at one size serves all of
+    them (adaptive pooling has no dynamic-shape export). Adaptive pooling where the grids do not divide.
+    """
+    kh, kw = x.shape[2] // size[0], x.shape[3] // size[1]
+    if torch.jit.is_tracing():  # the pool's kernel must be a constant of the graph; k is one for all sizes
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return F.avg_pool2d(x, (int(kh), int(kw)))
+    if (kh * size[0], kw * size[1]) == tuple(x.shape[2:]):
+        return F.avg_pool2d(x, (kh, kw))
+    return F.adaptive_avg_pool2d(x, size)
 
 
 def pdct_frequencies(components: int, grid: int = 10) -> tuple:
@@ -58,11 +71,19 @@ def pdct_frequencies(components: int, grid: int = 10) -> tuple:
     return low, high
 
 
-def dct_basis_1d(freq: int, length: int) -> torch.Tensor:
-    """Orthonormal DCT-II basis vector b(f, t; L) = cos(pi f (t + 0.5) / L) / sqrt(L), times sqrt(2) for f > 0."""
-    t = torch.arange(length, dtype=torch.float64)
-    b = torch.cos(math.pi * freq * (t + 0.5) / length) / math.sqrt(length)
-    return b * math.sqrt(2.0) if freq > 0 else b
+def dct_basis_1d(freq: int, t: torch.Tensor, grid: int, dtype: torch.dtype) -> torch.Tensor:
+    """Orthonormal DCT-II basis vector over positions t = 0 .. L-1 (int64) at the grid frequency `freq` scaled to L.
+
+    f = min(freq * L // grid, L - 1) (paper Eq. 8), b(t) = cos(pi f (t + 0.5) / L) / sqrt(L), times sqrt(2) for
+    f > 0. L is read from `t`, so in a traced export it is a graph value. The angle is reduced exactly in integers,
+    pi * (f (2t + 1) mod 4L) / 2L, so float32 keeps its precision at any map size.
+    """
+    length = t[-1:] + 1
+    f = torch.minimum(freq * length // grid, length - 1)
+    n = f * (2 * t + 1) % (4 * length)
+    size = length.to(dtype)
+    b = torch.cos(n.to(dtype) * (math.pi / 2) / size) * size.rsqrt()
+    return b * (1 + (math.sqrt(2.0) - 1) * (f > 0).to(dtype))
 
 
 class PDCTFilter(nn.Module):
@@ -71,31 +92,32 @@ class PDCTFilter(nn.Module):
     (B, C, H, W) -> (B, C). Channels are split into len(freqs) equal groups; group g responds to the grid
     frequency freqs[g] = (u, v), scaled to the feature size as (int(u * W / grid), int(v * H / grid)). The
     response R[b, c] = sum_{y,x} X[b, c, y, x] * W[c, y, x] equals the orthonormal 2-D DCT-II coefficient of
-    channel c at that frequency. The basis is a fixed (non-trainable, non-persistent) buffer, rebuilt when the
-    feature size changes, so any input size works (train at 256, validate at 640, rectangular batches).
+    channel c at that frequency. The fixed basis W is computed from the feature size in every forward (a few
+    hundred cosines), so any input size works (train at 256, validate at 640, rectangular batches, one exported
+    model for every size).
     """
 
     def __init__(self, channels: int, freqs: list, grid: int = 10):
         super().__init__()
         assert channels % len(freqs) == 0, f"{channels} channels cannot be split into {len(freqs)} frequency groups"
         self.channels, self.freqs, self.grid = channels, list(freqs), grid
-        self.register_buffer("basis", torch.zeros(channels, 0, 0), persistent=False)
 
     def scaled_frequencies(self, h: int, w: int) -> list:
         """Grid frequencies scaled to an h x w map (paper Eq. 8), clamped to the map."""
         return [(min(u * w // self.grid, w - 1), min(v * h // self.grid, h - 1)) for u, v in self.freqs]
 
-    def build_basis(self, h: int, w: int) -> torch.Tensor:
-        """(C, h, w) basis: each channel group carries the separable DCT-II basis of its frequency."""
-        per_group = self.channels // len(self.freqs)
-        rows = [torch.outer(dct_basis_1d(v, h), dct_basis_1d(u, w)) for u, v in self.scaled_frequencies(h, w)]
-        return torch.stack(rows).repeat_interleave(per_group, 0)
+    def dct_basis(self, x: torch.Tensor) -> torch.Tensor:
+        """(groups, H, W) basis for the map x: each group's separable DCT-II basis, in float32 (float64 for float64
+        maps), cast to x's dtype."""
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        ty, tx = (torch.arange(n, device=x.device) for n in x.shape[2:])
+        rows = [dct_basis_1d(v, ty, self.grid, dtype)[:, None] * dct_basis_1d(u, tx, self.grid, dtype)[None]
+                for u, v in self.freqs]
+        return torch.stack(rows).to(x.dtype)
 
     def forward(self, x):
-        h, w = x.shape[2:]
-        if self.basis.shape[1:] != (h, w):
-            self.basis = self.build_basis(h, w).to(device=x.device, dtype=x.dtype)
-        return (x * self.basis.to(x.dtype)).sum((2, 3))
+        groups = x.unflatten(1, (len(self.freqs), -1))  # (B, groups, C / groups, H, W)
+        return (groups * self.dct_basis(x)[:, None]).sum((3, 4)).flatten(1)
 
 
 class FrequencyAttention(nn.Module):
@@ -108,7 +130,8 @@ class FrequencyAttention(nn.Module):
         super().__init__()
         self.pdct = PDCTFilter(channels, freqs, grid)
         self.fc = nn.Sequential(
-            nn.Linear(channels, channels // reduction), nn.ReLU(), nn.Linear(channels // reduction, channels), nn.Sigmoid()
+            nn.Linear(channels, channels // reduction), nn.ReLU(), nn.Linear(channels // reduction, channels),
+            nn.Sigmoid()
         )
 
     def forward(self, x):
@@ -162,7 +185,7 @@ class Inject(nn.Module):
         g = x_global.chunk(self.parts, 1)[self.part]
         size = x_local.shape[2:]
         gate, glob = F.hardsigmoid(self.global_act(g)), self.global_embedding(g)
-        if gate.shape[2:] != size:
+        if torch.jit.is_tracing() or gate.shape[2:] != size:  # traced: a size test would freeze the export's size
             gate = F.interpolate(gate, size=size, mode="bilinear", align_corners=False)
             glob = F.interpolate(glob, size=size, mode="bilinear", align_corners=False)
         return self.local_embedding(x_local) * gate + glob
