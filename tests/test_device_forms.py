@@ -1,11 +1,15 @@
 """Inference forms chosen per device (issue 17): after fuse(), the CPU-tuned forms run only on CPU tensors (and in ONNX
 export); any other device runs the reference forwards. Their values are equal (tests/test_speed_equivalence.py);
-here, which form runs where. A "meta" tensor stands in for a CUDA one: any device that is not the CPU."""
+here, which form runs where. A "meta" tensor stands in for a CUDA one: any device that is not the CPU. The same
+holds for the neck's deterministic upsampling (CUDA under deterministic=True)."""
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from sdgas.nn.modules import CSA
 from sdgas.nn.modules.backbone import LVTBlock, MLP, PointwiseLinear
+from sdgas.nn.modules.neck import upsample2x_bilinear
 
 
 def fused_csa_block(device):
@@ -30,3 +34,16 @@ def test_fused_forms_run_only_on_cpu_tensors(monkeypatch):
         assert "forward" in calls and "forward_taps" not in calls
     assert meta_out.shape == cpu_out.shape
     assert all(type(m) is PointwiseLinear for m in cpu_block.modules() if isinstance(m, torch.nn.Linear))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 8, 20, 20), (1, 2, 1, 3)])
+def test_deterministic_upsampling_equals_bilinear_interpolate(shape):
+    """The 2x bilinear upsampling used on CUDA under deterministic=True (CUDA's interpolate backward uses atomics)
+    gives interpolate's values and gradients (float64: equal to rounding)."""
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    ref = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    out = upsample2x_bilinear(x)
+    weights = torch.randn_like(ref)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-14)
+    torch.testing.assert_close(torch.autograd.grad((out * weights).sum(), x)[0],
+                               torch.autograd.grad((ref * weights).sum(), x)[0], rtol=0, atol=1e-13)

@@ -33,7 +33,7 @@ class MFA(nn.Module):
         size = xs[self.ref].shape[2:]
         finer, coarser = xs[:self.ref], xs[self.ref + 1:]  # inputs run fine to coarse (C2 .. C5): no size tests
         out = [pool_to_grid(x, size) for x in finer] + [xs[self.ref]]
-        out += [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in coarser]
+        out += [resize_to(x, size) for x in coarser]
         return torch.cat(out, 1)
 
     def forward(self, xs):
@@ -55,6 +55,30 @@ def pool_to_grid(x: torch.Tensor, size) -> torch.Tensor:
     if (kh * size[0], kw * size[1]) == tuple(x.shape[2:]):
         return F.avg_pool2d(x, (kh, kw))
     return F.adaptive_avg_pool2d(x, size)
+
+
+def upsample2x_bilinear(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, 2H, 2W), the values of `F.interpolate(x, scale_factor=2, mode="bilinear",
+    align_corners=False)` as fixed blends: output 2i = 0.75 x[i] + 0.25 x[i-1], 2i+1 = 0.75 x[i] + 0.25 x[i+1], edges
+    clamped, per axis. Its backward is deterministic on CUDA; interpolate's accumulates with atomics."""
+    for dim in (2, 3):
+        n = x.shape[dim]
+        before = torch.cat((x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)), dim)
+        after = torch.cat((x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)), dim)
+        x = torch.stack((0.75 * x + 0.25 * before, 0.75 * x + 0.25 * after), dim + 1).flatten(dim, dim + 1)
+    return x
+
+
+def resize_to(x: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear resize (align_corners=False) of a (B, C, h, w) map to `size` (paper Eq. 2 and 13).
+
+    With torch's deterministic algorithms on (ultralytics `deterministic=True`) on CUDA, an exact 2x upsampling (the
+    only one SD-GASNet does at stride-aligned sizes) runs as `upsample2x_bilinear`: same values, and a backward that
+    is deterministic.
+    """
+    if x.is_cuda and torch.are_deterministic_algorithms_enabled() and tuple(size) == (2 * x.shape[2], 2 * x.shape[3]):
+        return upsample2x_bilinear(x)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def pdct_frequencies(components: int, grid: int = 10) -> tuple:
@@ -186,8 +210,7 @@ class Inject(nn.Module):
         size = x_local.shape[2:]
         gate, glob = F.hardsigmoid(self.global_act(g)), self.global_embedding(g)
         if torch.jit.is_tracing() or gate.shape[2:] != size:  # traced: a size test would freeze the export's size
-            gate = F.interpolate(gate, size=size, mode="bilinear", align_corners=False)
-            glob = F.interpolate(glob, size=size, mode="bilinear", align_corners=False)
+            gate, glob = resize_to(gate, size), resize_to(glob, size)
         return self.local_embedding(x_local) * gate + glob
 
 
