@@ -65,7 +65,7 @@ def check_arguments(overrides: dict):
     for key in sdgas_only_keys() & overrides.keys():
         default, value = defaults[key], overrides[key]
         if default is not None and value is not None and not isinstance(value, type(default)) and not (
-                isinstance(default, float) and isinstance(value, int)):
+                isinstance(default, (float, bool)) and isinstance(value, int)):  # tile=N: a bool key taking a size
             raise TypeError(f"'{key}={value}' must be of type {type(default).__name__}")
 
 
@@ -78,7 +78,7 @@ def run_model_mode(mode: str, overrides: dict):
     if model is None:
         raise ValueError(f"'sdgas {mode}' needs model=, e.g. model=runs/detect/train/weights/best.pt")
     if mode != "train":
-        keep = {"paper_eval", "recall", "escape_rate"} if mode == "val" else set()  # sdgas keys SDGAS.val() takes
+        keep = {"val": {"paper_eval", "recall", "escape_rate", "tile"}, "predict": {"tile"}}.get(mode, set())
         for key in (sdgas_only_keys() - keep) & overrides.keys():  # training-only keys: stock modes reject them
             overrides.pop(key)
     if mode == "predict":

@@ -142,6 +142,11 @@ class SDGAS(Model):
             check_resumable(self.ckpt, self.ckpt_path)
         if kwargs.get("data") or not kwargs.get("resume"):  # a resumed run keeps its checkpoint's data
             kwargs["data"] = resolve_data(kwargs.get("data") or self.overrides.get("data"))
+        if kwargs.get("tile"):  # train on windows cut from the large images (sdgas/models/detect/tiling.py)
+            from sdgas.models.detect.tiling import tile_dataset
+
+            tile = kwargs.pop("tile")
+            kwargs["data"] = tile_dataset(kwargs["data"], int(kwargs.get("imgsz") or 640) if tile is True else tile)
         return super().train(trainer=trainer, **kwargs)
 
     def _selfdistill(self, trainer=None, **kwargs):
@@ -180,7 +185,8 @@ class SDGAS(Model):
         kwargs["data"] = resolve_data(kwargs.get("data") or self._checkpoint_data())
         inspection = {k: kwargs.pop(k) for k in ("recall", "escape_rate") if kwargs.get(k) is not None}
         validator = partial(validator or self._smart_load("validator"), **inspection)
-        metrics = super().val(validator=validator, **kwargs)
+        tile = kwargs.pop("tile", False)
+        metrics = self._tiled_val(validator, tile, **kwargs) if tile else super().val(validator=validator, **kwargs)
         if metrics.class_conf:
             self.save_class_conf(metrics.class_conf)
         return metrics
@@ -202,12 +208,48 @@ class SDGAS(Model):
         return data
 
     def predict(self, source=None, stream=False, predictor=None, **kwargs):
-        """ultralytics' prediction; the model's per-class thresholds (from `sdgas val recall=`) apply unless conf=."""
+        """ultralytics' prediction; the model's per-class thresholds (from `sdgas val recall=`) apply unless conf=;
+        `tile=True|N` predicts large images window by window (sdgas/models/detect/tiling.py)."""
+        if kwargs.get("tile"):
+            return self._tiled_predict(source if source is not None else str(DEMO_IMAGES), **kwargs)
+        kwargs.pop("tile", None)
         auto = "conf" not in kwargs
         if self.predictor is not None:
             self.predictor.class_conf_auto = auto
         predictor = predictor or partial(self._smart_load("predictor"), class_conf_auto=auto)
         return super().predict(source if source is not None else str(DEMO_IMAGES), stream, predictor, **kwargs)
+
+    def _tiled_val(self, validator, tile, **kwargs):
+        """Validation of the original val images window by window (sdgas/models/detect/tiling.py)."""
+        from ultralytics.data.utils import check_det_dataset
+
+        from sdgas.models.detect.tiling import tiled_val
+
+        validator = validator(args={**self.overrides, **kwargs, "mode": "val"}, _callbacks=self.callbacks)
+        validator.data = check_det_dataset(validator.args.data)
+        size = int(validator.args.imgsz) if tile is True else int(tile)
+        a = validator.args
+        self.metrics = tiled_val(self, validator, size, conf=a.conf, iou=a.iou, max_det=a.max_det,
+                                 imgsz=kwargs.get("imgsz") or size, agnostic_nms=a.agnostic_nms or a.single_cls)
+        return self.metrics
+
+    def _tiled_predict(self, source, tile, save=False, project=None, name=None, exist_ok=False, **kwargs):
+        """Tiled prediction: one Results per image; annotated images saved like ultralytics' when save=True."""
+        from ultralytics.utils import RUNS_DIR
+        from ultralytics.utils.files import increment_path
+
+        from sdgas.models.detect.tiling import tiled_predict
+
+        size = int(kwargs.get("imgsz") or 640) if tile is True else int(tile)
+        kwargs["imgsz"] = kwargs.get("imgsz") or size
+        results = tiled_predict(self, source, size, **kwargs)
+        if save:
+            folder = increment_path(Path(project or RUNS_DIR / "detect") / (name or "predict"), exist_ok=exist_ok)
+            folder.mkdir(parents=True, exist_ok=True)
+            for r in results:
+                r.save(filename=str(folder / Path(r.path).name))
+            LOGGER.info(f"Tiled predictions ({len(results)} images, {size}-px windows) saved to {folder}")
+        return results
 
     @property
     def task_map(self):
