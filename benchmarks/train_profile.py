@@ -128,7 +128,8 @@ def markdown(report: dict) -> str:
              f"{a['threads']} torch thread(s), loss = mean of squares of the raw outputs; medians of {a['steps']} "
              f"steps after a warm-up. CPU: {env['cpu']}, torch {env['torch']}. Command: "
              f"`python benchmarks/train_profile.py --batch {a['batch']} --imgsz {a['imgsz']}`.", "",
-             "| configuration | user s/step | sys s/step | minor faults/step | sum of layers ms |", "|---|---|---|---|---|"]
+             "| configuration | user s/step | sys s/step | minor faults/step | sum of layers ms |",
+             "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['config']} | {r['user_s']} | {r['sys_s']} | {r['minor_faults']:.0f} | "
                      f"{sum(x['ms'] for x in r['layers']):.0f} |")
