@@ -226,9 +226,14 @@ def test_sdhead_decode_in_float32_equals_float32_decode():
     assert out.dtype == torch.float32 and torch.equal(out, ref)
 
 
-def test_bf16_support_reported_from_cpu_flags():
-    """bf16_supported() is a bool (True on AVX512-BF16/AMX CPUs); the benchmark only offers BF16 where it is."""
-    assert isinstance(bf16_supported(), bool)
+def test_bf16_support_reported_from_cpu_flags(monkeypatch):
+    """bf16_supported() is True exactly on CPUs with AVX512-BF16 or AMX (where oneDNN is built in); the benchmark
+    only offers BF16 where it is."""
+    import sdgas.utils.benchmarks as benchmarks
+
+    for flags, expected in (({"avx512_bf16", "avx2"}, True), ({"amx_bf16"}, True), ({"avx2", "avx512f"}, False)):
+        monkeypatch.setattr(benchmarks, "cpu_flags", lambda flags=flags: flags)
+        assert bf16_supported() is (expected and torch.backends.mkldnn.is_available())
 
 
 def test_benchmark_report_structure(tmp_path):
