@@ -149,6 +149,7 @@ def main():
     parser.add_argument("--pause-pidfile", default=None, help="pause this pid's process group while timing")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "train_speed")
     a = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a paused process group is resumed on termination
     Path(a.project).mkdir(parents=True, exist_ok=True)
     import torch
     import ultralytics
