@@ -1,0 +1,103 @@
+"""OpenVINO FP32 against INT8 (NNCF post-training quantization on dataset images), for SD-GASNet and YOLO peers
+trained the same way: COCO AP of each exported model on the val split, and latency in the same run. Writes JSON.
+
+    python benchmarks/openvino_int8.py --models a.pt b.pt --data neu-det.yaml [--val-imgsz 160]
+        [--latency-imgsz 160 640] [--rounds 30] [--threads 2] [--out docs/openvino_int8]
+
+Each model is exported with `sdgas export format=openvino` (FP32) and `quantize=8 data=... fraction=` (INT8, the
+calibration images come from the train split), validated with `sdgas val` at --val-imgsz, and timed at each
+--latency-imgsz: batch 1, the compiled OpenVINO model alone (no pre/post-processing), rounds interleaved across
+models and precisions, median.
+"""
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sdgas import SDGAS
+from sdgas.utils.benchmarks import cpu_name
+
+
+def export(weights: Path, folder: Path, imgsz: int, int8: bool, data: str, fraction: float) -> Path:
+    """The exported OpenVINO model folder for a copy of `weights` in `folder`."""
+    copy = folder / f"{weights.parent.parent.name}-{imgsz}{'-int8' if int8 else ''}.pt"
+    shutil.copyfile(weights, copy)
+    extra = {"quantize": 8, "data": data, "fraction": fraction} if int8 else {}
+    return Path(SDGAS(copy).export(format="openvino", imgsz=imgsz, **extra))
+
+
+def compiled(model_dir: Path, threads: int):
+    import openvino as ov
+
+    core = ov.Core()
+    xml = next(model_dir.glob("*.xml"))
+    return core.compile_model(core.read_model(xml), "CPU", {"INFERENCE_NUM_THREADS": threads})
+
+
+def latencies(models: dict, imgsz: int, rounds: int, threads: int) -> dict:
+    """{name: median ms} of one inference at batch 1, interleaved."""
+    nets = {name: compiled(path, threads) for name, path in models.items()}
+    x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
+    times = {name: [] for name in nets}
+    for net in nets.values():
+        net([x])  # warm-up
+    for _ in range(rounds):
+        for name, net in nets.items():
+            start = time.perf_counter()
+            net([x])
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def coco_ap(model_dir: Path, data: str, imgsz: int, folder: Path) -> dict:
+    metrics = SDGAS(str(model_dir)).val(data=data, imgsz=imgsz, batch=1, rect=False, plots=False,
+                                        project=str(folder), name="val", exist_ok=True, verbose=False)
+    return {k: round(100 * v, 2) for k, v in metrics.coco.items()} | {"mAP50-95": round(100 * metrics.box.map, 2)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--val-imgsz", type=int, default=160)
+    parser.add_argument("--latency-imgsz", type=int, nargs="+", default=[160, 640])
+    parser.add_argument("--fraction", type=float, default=0.2, help="share of the train split used for calibration")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="docs/openvino_int8")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for imgsz in sorted(set(args.latency_imgsz) | {args.val_imgsz}):
+            exported = {(Path(w).parent.parent.name, p): export(Path(w), folder, imgsz, p == "INT8", args.data,
+                                                                 args.fraction)
+                        for w in args.models for p in ("FP32", "INT8")}
+            ms = latencies(exported, imgsz, args.rounds, args.threads) if imgsz in args.latency_imgsz else {}
+            for (model, precision), path in exported.items():
+                row = {"model": model, "precision": precision, "imgsz": imgsz, "ms": round(ms.get((model, precision),
+                                                                                                  float("nan")), 2)}
+                if imgsz == args.val_imgsz:
+                    row.update(coco_ap(path, args.data, imgsz, folder))
+                rows.append(row)
+    for r in rows:
+        fp32 = next(x for x in rows if x["model"] == r["model"] and x["imgsz"] == r["imgsz"] and
+                    x["precision"] == "FP32")
+        r["speedup_vs_fp32"] = round(fp32["ms"] / r["ms"], 2) if r["ms"] == r["ms"] else None
+    result = {"cpu": cpu_name(), "threads": args.threads, "rounds": args.rounds, "data": args.data,
+              "calibration_fraction": args.fraction, "rows": rows}
+    print(f"{'model':<14}{'prec':>6}{'imgsz':>7}{'ms':>9}{'x FP32':>8}{'AP':>7}{'AP50':>7}{'mAP50-95':>10}")
+    for r in rows:
+        print(f"{r['model']:<14}{r['precision']:>6}{r['imgsz']:>7}{r['ms']:>9}{r['speedup_vs_fp32'] or '':>8}"
+              f"{r.get('AP', ''):>7}{r.get('AP50', ''):>7}{r.get('mAP50-95', ''):>10}")
+    Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
