@@ -135,7 +135,8 @@ def test_float32_kd_matches_float64(kind, case):
 
 def test_kd_losses_compile_into_one_graph():
     """No host synchronisation: each KD loss traces into a single graph (a `.item()`, a tensor `if` or boolean-mask
-    indexing would break it), and gives the eager value."""
+    indexing would break it), and gives the eager value (for DFL KD, the masked accelerator form equals the CPU's
+    positives-only form)."""
     torch.manual_seed(0)
     s, t = torch.randn(2, 4 * 17, 50), torch.randn(2, 4 * 17, 50)
     fg = torch.rand(2, 50) > 0.7
