@@ -57,7 +57,8 @@ def report(files, timings, rounds) -> dict:
         med = {name: statistics.median(timings[(str(f), name)]) for name in loaders()}
         for name in loaders():
             t = timings[(str(f), name)]
-            rows.append({"file": "/".join(Path(f).parts[-3:]), "MB": round(Path(f).stat().st_size / 1e6, 1), "loader": name,
+            rows.append({"file": "/".join(Path(f).parts[-3:]), "MB": round(Path(f).stat().st_size / 1e6, 1),
+                         "loader": name,
                          "median_s": round(med[name], 4), "min_s": round(min(t), 4), "max_s": round(max(t), 4),
                          "x_ultralytics": round(med[name] / med["ultralytics safe_only"], 3)})
     return {"cpu": cpu_name(), "machine": platform.machine(), "rounds": rounds, "rows": rows}

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from sdgas import SDGAS
-from sdgas.utils.checkpoint import (AllowList, CheckpointError, UnsafeCheckpointError, atomic_final_strip,
-                                    load_checkpoint_dict, staged_checkpoint_writes, strip_optimizer_atomic,
-                                    truncate_results_csv)
+from sdgas.utils.checkpoint import AllowList, CheckpointError, UnsafeCheckpointError, load_checkpoint_dict
+from sdgas.utils.saving import (atomic_final_strip, staged_checkpoint_writes, strip_optimizer_atomic,
+                                truncate_results_csv)
 
 TRAIN = dict(epochs=1, imgsz=64, batch=8, workers=0, device="cpu", plots=False, seed=0, exist_ok=True, amp=False)
 

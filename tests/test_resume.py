@@ -92,7 +92,8 @@ def assert_checkpoints_load(weights: Path, epochs_saved: int):
 
 def test_resume_after_sigkill_at_every_stage(neu_subset, tmp_path):
     """Killed mid-epoch, in validation, mid-save and in the final evaluation; resumed each time; ends complete."""
-    from sdgas.utils.checkpoint import STAGING_DIR, load_checkpoint_dict
+    from sdgas.utils.checkpoint import load_checkpoint_dict
+    from sdgas.utils.saving import STAGING_DIR
 
     run = tmp_path / "runs" / "run"
     weights, last = run / "weights", str(run / "weights" / "last.pt")

@@ -11,8 +11,9 @@ from sdgas.models.detect import SDGASTrainer, SDGASValidator
 from sdgas.models.detect.predict import SDGASPredictor
 from sdgas.nn.tasks import SDGASDetectionModel, load_model_yaml
 from sdgas.utils import DATASETS_DIR, DEMO_DATA, resolve_cfg_file
-from sdgas.utils.checkpoint import (check_detection_model, check_resumable, checkpoint_path_setting,
-                                    refuse_untrusted_torchscript, trust_checkpoint)
+from sdgas.utils.checkpoint import (check_detection_model, checkpoint_path_setting, refuse_untrusted_torchscript,
+                                    trust_checkpoint)
+from sdgas.utils.saving import check_resumable
 from sdgas.utils.weights import export_safetensors, load_safetensors, write_class_conf
 
 DEMO_IMAGES = DEMO_DATA.parent / "neu-det-demo" / "images" / "val"

@@ -113,7 +113,8 @@ def load_safetensors(file) -> torch.nn.Module:
 
 
 def parse_class_conf(value, file) -> dict:
-    """Per-class thresholds from file metadata (JSON or a Python literal, as exported formats store them): {int: float}."""
+    """Per-class thresholds from file metadata (JSON or a Python literal, as exported formats store them), as
+    {class: confidence}."""
     import ast
 
     if not value:
@@ -128,7 +129,8 @@ def parse_class_conf(value, file) -> dict:
 def write_class_conf(file, class_conf: dict) -> None:
     """Store per-class thresholds in a .pt checkpoint (on its model) or a .safetensors file (in its metadata),
     rewriting the file atomically."""
-    from sdgas.utils.checkpoint import atomic_write_bytes, checkpoint_model, load_checkpoint_dict
+    from sdgas.utils.checkpoint import checkpoint_model, load_checkpoint_dict
+    from sdgas.utils.saving import atomic_write_bytes
 
     file, class_conf = Path(file), {int(k): float(v) for k, v in class_conf.items()}
     if file.suffix == ".safetensors":

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torchvision.ops import batched_nms, box_iou
+from torchvision.ops import batched_nms
 
 OVERLAP = 0.2  # share of a window shared with its neighbour
 SEAM_IOS = 0.5  # intersection over the smaller box above which a box cut by a window edge is fused into the other

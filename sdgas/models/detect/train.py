@@ -12,10 +12,10 @@ from ultralytics.utils.torch_utils import unwrap_model
 from sdgas.nn.tasks import SDGASDetectionModel
 from sdgas.utils import sdgas_default_cfg, sdgas_only_keys
 from sdgas.utils.amp import offline_amp_check
-from sdgas.utils.checkpoint import (STAGING_DIR, AllEpochsSaved, CheckpointError, atomic_final_strip, check_class_count,
-                                    check_resumable, checkpoint_path_setting, checkpoint_run_dir, is_trusted,
-                                    load_checkpoint_dict, staged_checkpoint_writes, truncate_results_csv,
+from sdgas.utils.checkpoint import (CheckpointError, checkpoint_path_setting, is_trusted, load_checkpoint_dict,
                                     trust_checkpoint)
+from sdgas.utils.saving import (STAGING_DIR, AllEpochsSaved, atomic_final_strip, check_class_count, check_resumable,
+                                checkpoint_run_dir, staged_checkpoint_writes, truncate_results_csv)
 from sdgas.utils.malloc import keep_freed_memory
 
 
@@ -119,7 +119,7 @@ class SDGASTrainer(DetectionTrainer):
             metrics = {**metrics, "kd/alpha": round(model.effective_alpha, 5)}
         super().save_metrics(metrics)
 
-    # Checkpoints that survive a kill at any point (issue 8; the helpers are in sdgas/utils/checkpoint.py)
+    # Checkpoints that survive a kill at any point (the helpers are in sdgas/utils/saving.py)
     def save_model(self):
         """ultralytics' checkpoints written atomically: staged beside the weights, flushed, renamed (last.pt last)."""
         with staged_checkpoint_writes(self):
