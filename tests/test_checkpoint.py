@@ -229,6 +229,9 @@ def test_attack_corpus_refused_everywhere(corpus, neu_subset):
         assert seconds < 20, (key, seconds)
     assert result["jit_load_calls"] == 0
     assert result["peak_rss_gb"] < 1.5
+    slowest = max(result["report"].items(), key=lambda kv: kv[1][1])
+    print(f"{len(result['report'])} refused loads, peak RSS {result['peak_rss_gb']:.2f} GB, slowest "
+          f"{slowest[1][1]:.2f} s ({slowest[0]})")
     assert not marker.exists()
 
 
