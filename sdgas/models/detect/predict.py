@@ -51,6 +51,12 @@ class SDGASPredictor(DetectionPredictor):
             self.args.conf = conf
         return [r[keep_per_class(r.boxes, thresholds)] for r in results]
 
+    def setup_source(self, source, stride=None):
+        """ultralytics' source setup, then unusable image files are removed from an image/video file loader."""
+        super().setup_source(source, stride)
+        if isinstance(self.dataset, LoadImagesAndVideos):
+            self.input_report = filter_image_files(self.dataset, channels=getattr(self.model, "channels", 3))
+
 
 def model_class_conf(backend) -> dict:
     """Per-class thresholds of a loaded model: a PyTorch model's attribute, or an exported model's metadata."""
@@ -66,12 +72,6 @@ def keep_per_class(boxes, thresholds: dict):
 
     floor = torch.tensor([thresholds.get(int(c), 0.0) for c in boxes.cls.tolist()], device=boxes.conf.device)
     return (boxes.conf >= floor).cpu().numpy() if len(boxes) else slice(None)
-
-    def setup_source(self, source, stride=None):
-        """ultralytics' source setup, then unusable image files are removed from an image/video file loader."""
-        super().setup_source(source, stride)
-        if isinstance(self.dataset, LoadImagesAndVideos):
-            self.input_report = filter_image_files(self.dataset, channels=getattr(self.model, "channels", 3))
 
 
 def filter_image_files(loader: LoadImagesAndVideos, channels: int = 3) -> InputReport:
