@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from statistics import median
 
@@ -58,7 +58,8 @@ def paused_process_group(pidfile):
         yield pgid
     finally:
         if pgid is not None:
-            os.killpg(pgid, signal.SIGCONT)
+            with suppress(ProcessLookupError):  # the group may have ended meanwhile
+                os.killpg(pgid, signal.SIGCONT)
 
 
 def train_command(model: str, args, name: str) -> list:
