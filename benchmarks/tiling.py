@@ -9,6 +9,7 @@ windows with 20% overlap; SAHI runs with its defaults (GREEDYNMM, IOS 0.5, plus 
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def main():
     rows, cols = args.grid
     files = sorted(NEU_VAL.glob("*.jpg"))[::15][:rows * cols]  # every 15th: all six classes
     image, labels, offsets = large_image(files, rows, cols)
-    big = Path("/tmp/sdgas-tiling-benchmark.jpg")
+    big = Path(tempfile.gettempdir()) / "sdgas-tiling-benchmark.jpg"
     cv2.imwrite(str(big), image)
     model = SDGAS(args.model)
     model.predict(str(files[0]), imgsz=args.imgsz, verbose=False)  # warm-up
