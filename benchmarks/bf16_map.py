@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from sdgas import SDGAS
 from sdgas.models.detect import SDGASValidator
-from sdgas.utils.benchmarks import bf16_supported, optimize_for_cpu, prepare_input
+from sdgas.tools.benchmark import bf16_supported, optimize_for_cpu, prepare_input
 
 FORMS = ("fp32-built", "fp32-optimized", "bf16", "bf16-autocast")
 

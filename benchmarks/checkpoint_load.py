@@ -17,7 +17,7 @@ from pathlib import Path
 
 import sdgas  # noqa: F401  (installs the safe loader; ultralytics' own stays reachable below)
 from sdgas.utils import checkpoint
-from sdgas.utils.benchmarks import cpu_name
+from sdgas.tools.benchmark import cpu_name
 
 
 def genuine_checkpoints(folder: Path) -> list:

@@ -83,7 +83,7 @@ def examples(out: Path, model_path: str, data: str, imgsz: int = 640, conf: floa
 def heatmaps(out: Path, image: str, models: list, imgsz: int = 640):
     """Neck Grad-CAM (P3, P4, P5) of each model on one image, one row per model (paper Figure 9)."""
     from sdgas import SDGAS
-    from sdgas.utils.heatmap import load_image, neck_gradcam, overlay
+    from sdgas.tools.heatmap import load_image, neck_gradcam, overlay
 
     boxed, tensor = load_image(image, imgsz)
     fig, axes = plt.subplots(len(models), 3, figsize=(7.5, 2.6 * len(models)), squeeze=False)

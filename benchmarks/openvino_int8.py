@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sdgas import SDGAS
-from sdgas.utils.benchmarks import cpu_name
+from sdgas.tools.benchmark import cpu_name
 
 
 def export(weights: Path, folder: Path, imgsz: int, int8: bool, data: str, fraction: float) -> Path:

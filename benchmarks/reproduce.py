@@ -170,7 +170,7 @@ def evaluate(weights: Path, data: str, imgsz: int) -> dict:
 def machine() -> dict:
     import torch
 
-    from sdgas.utils.benchmarks import cpu_name
+    from sdgas.tools.benchmark import cpu_name
 
     return {"cpu": cpu_name(), "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,

@@ -2,7 +2,7 @@
 
 Per image at batch 1: preprocess, model inference, DFL decode and NMS, median and spread over interleaved rounds,
 in PyTorch FP32 and BF16 (channels-last, as ultralytics runs PyTorch models on x86 CPUs) and ONNX Runtime FP32;
-on a GPU, PyTorch FP32/FP16 with FPS. Writes docs/speed.json and docs/speed.md (sdgas.utils.benchmarks; the
+on a GPU, PyTorch FP32/FP16 with FPS. Writes docs/speed.json and docs/speed.md (sdgas.tools.benchmark; the
 same as `sdgas benchmark out=docs/speed`).
 
     python benchmarks/speed.py                           # all peers and modes, 640, 50 rounds, all cores
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import sdgas  # noqa: F401  (offline defaults before ultralytics)
 
-from sdgas.utils.benchmarks import PEERS, benchmark, markdown, write_report
+from sdgas.tools.benchmark import PEERS, benchmark, markdown, write_report
 
 
 def wait_for_quiet(max_load: float, timeout: float):

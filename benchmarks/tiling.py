@@ -20,7 +20,7 @@ from torchvision.ops import box_iou
 
 from sdgas import SDGAS
 from sdgas.models.detect.tiling import read_labels
-from sdgas.utils.benchmarks import cpu_name
+from sdgas.tools.benchmark import cpu_name
 
 NEU_VAL = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "neu-det" / "images" / "val"
 

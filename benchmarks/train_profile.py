@@ -157,7 +157,7 @@ def main():
         return
     import torch
 
-    from sdgas.utils.benchmarks import cpu_name
+    from sdgas.tools.benchmark import cpu_name
 
     results = []
     for config in a.configs.split(","):

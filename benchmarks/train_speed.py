@@ -33,7 +33,7 @@ BASELINE = "YOLOv8s"
 
 def cpu_name() -> str:
     """The CPU model name from /proc/cpuinfo."""
-    from sdgas.utils.benchmarks import cpu_name as name
+    from sdgas.tools.benchmark import cpu_name as name
 
     return name()
 

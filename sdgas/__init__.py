@@ -11,7 +11,7 @@ from sdgas.utils.offline import disable_integrations, use_local_fonts  # noqa: E
 use_local_fonts()
 disable_integrations()
 
-from sdgas.utils.checkpoint import install_safe_loading  # noqa: E402
+from sdgas.io.checkpoint import install_safe_loading  # noqa: E402
 
 install_safe_loading()  # every ultralytics .pt load goes through sdgas' allow-list
 

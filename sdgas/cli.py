@@ -16,6 +16,7 @@ import sys
 from ultralytics.cfg import handle_yolo_settings, merge_equals_args, parse_key_value_pair
 
 from sdgas import __version__
+from sdgas.engine.model import SDGAS
 from sdgas.utils import CFG_DIR, sdgas_default_cfg, sdgas_only_keys
 
 MODEL_MODES = ("train", "val", "predict", "export")
@@ -23,8 +24,8 @@ MODEL_MODES = ("train", "val", "predict", "export")
 TOOL_COMMANDS = {
     "check": "sdgas.data.check:cli",
     "convert": "sdgas.data.convert:cli",
-    "benchmark": "sdgas.utils.benchmarks:cli",
-    "heatmap": "sdgas.utils.heatmap:cli",
+    "benchmark": "sdgas.tools.benchmark:cli",
+    "heatmap": "sdgas.tools.heatmap:cli",
 }
 DEFAULT_MODEL = {"train": "sdgasnet.yaml"}
 
@@ -52,7 +53,6 @@ def parse_overrides(words: list) -> dict:
 def check_arguments(overrides: dict):
     """Unknown keys get ultralytics' suggestions; stock keys are type-checked by ultralytics, sdgas keys here."""
     from ultralytics.cfg import check_cfg, check_dict_alignment
-
     from ultralytics.utils import LOGGER
 
     defaults = sdgas_default_cfg()
@@ -70,8 +70,6 @@ def check_arguments(overrides: dict):
 
 
 def run_model_mode(mode: str, overrides: dict):
-    from sdgas import SDGAS
-
     check_arguments(overrides)
     model = overrides.pop("model", None) or DEFAULT_MODEL.get(mode)
     trust = overrides.pop("trust", False)  # opt out of the checkpoint allow-list for this model file

@@ -18,7 +18,7 @@ import sdgas  # noqa: F401  (offline environment before ultralytics)
 from ultralytics.cfg import get_cfg
 
 from random_weights import randomised
-from sdgas.models.detect.distill import SelfDistillModel, cls_kd, dfl_kd, feat_kd, tempered_divergence
+from sdgas.nn.distill_model import SelfDistillModel, cls_kd, dfl_kd, feat_kd, tempered_divergence
 from sdgas.nn.tasks import SDGASDetectionModel
 from sdgas.utils import DEMO_DATA, sdgas_default_cfg
 from sdgas.utils.amp import AMP_RTOL, amp_errors, check_amp_offline, offline_amp_check

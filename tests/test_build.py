@@ -8,7 +8,7 @@ from ultralytics.cfg import get_cfg
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.torch_utils import get_flops
 
-from sdgas.models.detect.loss import GIoUBboxLoss, VarifocalBCE
+from sdgas.nn.loss import GIoUBboxLoss, VarifocalBCE
 from sdgas.nn.modules import SDHead
 from sdgas.nn.tasks import SDGASDetectionModel
 from sdgas.utils import MODELS_DIR, sdgas_default_cfg

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from sdgas import SDGAS
-from sdgas.utils.checkpoint import AllowList, CheckpointError, UnsafeCheckpointError, load_checkpoint_dict
-from sdgas.utils.saving import (atomic_final_strip, staged_checkpoint_writes, strip_optimizer_atomic,
+from sdgas.io.checkpoint import AllowList, CheckpointError, UnsafeCheckpointError, load_checkpoint_dict
+from sdgas.io.saving import (atomic_final_strip, staged_checkpoint_writes, strip_optimizer_atomic,
                                 truncate_results_csv)
 
 TRAIN = dict(epochs=1, imgsz=64, batch=8, workers=0, device="cpu", plots=False, seed=0, exist_ok=True, amp=False)
@@ -330,7 +330,7 @@ def test_fused_and_distillation_checkpoints_load(sdgas_weights, tmp_path):
 def test_allow_list_admits_sdgas_classes_and_refuses_other_globals():
     """Every sdgas layer and the self-distillation wrapper may be restored; builtins, os, ultralytics functions,
     whole-program loaders and torch's own size-taking callables may not be named."""
-    from sdgas.models.detect.distill import SelfDistillModel
+    from sdgas.nn.distill_model import SelfDistillModel
     from sdgas.nn.modules import CSA, SDHead
 
     names = AllowList.names()

@@ -58,7 +58,7 @@ def test_selfdistill_trains_through_ultralytics_ddp_workers(tmp_path, monkeypatc
 def test_trust_is_carried_to_fresh_processes(tmp_path):
     """A DDP worker knows only the trainer's arguments: `trust` says whether model= was trusted in the launcher."""
     from sdgas.models.detect.train import carry_trust
-    from sdgas.utils.checkpoint import is_trusted, trust_checkpoint
+    from sdgas.io.checkpoint import is_trusted, trust_checkpoint
 
     trusted, untrusted, other = (str(tmp_path / f"{n}.pt") for n in ("trusted", "untrusted", "other"))
     trust_checkpoint(trusted)

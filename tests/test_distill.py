@@ -22,7 +22,7 @@ from ultralytics.nn.tasks import DetectionModel
 
 from sdgas import SDGAS
 from sdgas.cli import check_arguments
-from sdgas.models.detect.distill import (KD_DEFAULTS, KD_LOSS_NAMES, SelfDistillModel, cls_kd, dfl_kd, feat_kd,
+from sdgas.nn.distill_model import (KD_DEFAULTS, KD_LOSS_NAMES, SelfDistillModel, cls_kd, dfl_kd, feat_kd,
                                          kd_alpha, kd_settings, tempered_divergence)
 from sdgas.nn.tasks import SDGASDetectionModel
 from sdgas.utils import sdgas_default_cfg

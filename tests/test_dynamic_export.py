@@ -14,7 +14,7 @@ import torch
 from random_weights import randomised
 from sdgas import SDGAS
 from sdgas.cli import main as sdgas_main
-from sdgas.utils.weights import export_safetensors
+from sdgas.io.weights import export_safetensors
 
 SIZES = [(256, 256), (320, 416), (640, 640)]
 

@@ -5,7 +5,7 @@ import torch
 
 from sdgas.engine.model import DEMO_IMAGES
 from sdgas.nn.tasks import SDGASDetectionModel
-from sdgas.utils.heatmap import load_image, neck_gradcam, save_heatmaps
+from sdgas.tools.heatmap import load_image, neck_gradcam, save_heatmaps
 
 
 def model_with_live_head(name):

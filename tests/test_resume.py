@@ -83,7 +83,7 @@ def results_epochs(run: Path) -> list:
 def assert_checkpoints_load(weights: Path, epochs_saved: int):
     """best.pt and last.pt load through SDGAS (the safe path); last.pt holds the last completed epoch."""
     from sdgas import SDGAS
-    from sdgas.utils.checkpoint import load_checkpoint_dict
+    from sdgas.io.checkpoint import load_checkpoint_dict
 
     for name in ("best.pt", "last.pt"):
         assert SDGAS(weights / name).task == "detect"
@@ -92,8 +92,8 @@ def assert_checkpoints_load(weights: Path, epochs_saved: int):
 
 def test_resume_after_sigkill_at_every_stage(neu_subset, tmp_path):
     """Killed mid-epoch, in validation, mid-save and in the final evaluation; resumed each time; ends complete."""
-    from sdgas.utils.checkpoint import load_checkpoint_dict
-    from sdgas.utils.saving import STAGING_DIR
+    from sdgas.io.checkpoint import load_checkpoint_dict
+    from sdgas.io.saving import STAGING_DIR
 
     run = tmp_path / "runs" / "run"
     weights, last = run / "weights", str(run / "weights" / "last.pt")
@@ -125,7 +125,7 @@ def test_resume_after_sigkill_at_every_stage(neu_subset, tmp_path):
     assert sorted(p.name for p in weights.iterdir()) == ["best.pt", "last.pt"]
 
     from sdgas import SDGAS
-    from sdgas.utils.checkpoint import CheckpointError
+    from sdgas.io.checkpoint import CheckpointError
 
     for resume in (lambda: SDGAS("sdgasnet.yaml").train(resume=last), lambda: SDGAS(last).train(resume=True)):
         with pytest.raises(CheckpointError, match="nothing to resume"):  # a finished run: one line, results.csv kept

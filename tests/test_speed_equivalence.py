@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from sdgas.nn.modules import CSA, SDHead
 from sdgas.nn.modules.backbone import PointwiseLinear, overlap_add, pointwise_linear, window_taps
 from sdgas.nn.tasks import SDGASDetectionModel, model_gflops
-from sdgas.utils.benchmarks import (RawOutputs, bf16_supported, decode_outputs, detect_head, optimize_for_cpu,
+from sdgas.tools.benchmark import (RawOutputs, bf16_supported, decode_outputs, detect_head, optimize_for_cpu,
                                     prepare_input, return_raw_outputs)
 
 from random_weights import randomised
@@ -229,7 +229,7 @@ def test_sdhead_decode_in_float32_equals_float32_decode():
 def test_bf16_support_reported_from_cpu_flags(monkeypatch):
     """bf16_supported() is True exactly on CPUs with AVX512-BF16 or AMX (where oneDNN is built in); the benchmark
     only offers BF16 where it is."""
-    import sdgas.utils.benchmarks as benchmarks
+    import sdgas.tools.benchmark as benchmarks
 
     for flags, expected in (({"avx512_bf16", "avx2"}, True), ({"amx_bf16"}, True), ({"avx2", "avx512f"}, False)):
         monkeypatch.setattr(benchmarks, "cpu_flags", lambda flags=flags: flags)
@@ -239,7 +239,7 @@ def test_bf16_support_reported_from_cpu_flags(monkeypatch):
 def test_benchmark_report_structure(tmp_path):
     """`benchmark` runs every (model, mode) pair and reports the four parts, spread, ratios, load and the fused
     model's complexity, the same for both deploy forms (smoke test at 64x64, one round; timings are not checked)."""
-    from sdgas.utils.benchmarks import PARTS, benchmark, write_report
+    from sdgas.tools.benchmark import PARTS, benchmark, write_report
 
     report = benchmark(models=("sdgasnet.yaml",), peers=("yolov8s.yaml",), modes=("torch", "onnx"), imgsz=64,
                        rounds=1, warmup=0, threads=1, pause=0, verbose=False)
@@ -258,7 +258,7 @@ def test_benchmark_report_structure(tmp_path):
 def test_benchmark_device_takes_ultralytics_values_and_refuses_a_missing_gpu():
     """`device=0` means CUDA GPU 0, as in ultralytics; on a machine without one it is an error naming the device,
     never a silent CPU run (the CLI once turned 0 into "cpu") or a torch driver traceback."""
-    from sdgas.utils.benchmarks import benchmark_device
+    from sdgas.tools.benchmark import benchmark_device
 
     assert benchmark_device(None) == benchmark_device("cpu") == benchmark_device("CPU") == "cpu"
     with pytest.raises(ValueError, match="'gpu' is not a device"):
@@ -273,7 +273,7 @@ def test_benchmark_device_takes_ultralytics_values_and_refuses_a_missing_gpu():
 def test_ort_workers_stop_spinning_when_a_run_ends():
     """The benchmark's ONNX Runtime pool must not keep spinning after `run`: it took the cores from the torch DFL
     decode timed right after it (SD-GASNet's decode read 6-45 ms instead of 3 ms on 2 cores)."""
-    from sdgas.utils.benchmarks import ort_session_options
+    from sdgas.tools.benchmark import ort_session_options
 
     options = ort_session_options(2)
     assert options.get_session_config_entry("session.force_spinning_stop") == "1"

@@ -27,6 +27,7 @@ from ultralytics.data.utils import IMG_FORMATS, check_det_dataset, img2label_pat
 from ultralytics.utils import YAML
 
 from sdgas.data.dataset import check_label_rows, diagnose_image, parse_label_lines
+from sdgas.utils import DATASETS_DIR, resolve_cfg_file
 
 SPLITS = ("train", "val", "test")
 ERROR_KINDS = {  # problems that make training wrong, not merely lossy
@@ -151,8 +152,6 @@ class DatasetReport:
 
 def resolve_dataset_yaml(data) -> Path:
     """A data YAML from a path, a packaged name (neu-det.yaml) or a dataset folder holding data.yaml / one *.yaml."""
-    from sdgas.utils import DATASETS_DIR, resolve_cfg_file
-
     path = Path(str(data)).expanduser()
     if path.is_dir():
         candidates = [path / "data.yaml"] if (path / "data.yaml").is_file() else sorted(path.glob("*.y*ml"))

@@ -32,7 +32,6 @@ from functools import partial
 from pathlib import Path
 
 from PIL import Image
-
 from ultralytics.data import build as ultralytics_build
 from ultralytics.data.dataset import YOLODataset
 from ultralytics.data.utils import verify_image_label

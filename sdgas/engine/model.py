@@ -7,14 +7,21 @@ import torch
 from ultralytics.engine.model import Model
 from ultralytics.utils import LOGGER
 
+from sdgas.data.check import check_dataset_present
+from sdgas.io.checkpoint import (
+    check_detection_model,
+    checkpoint_path_setting,
+    refuse_untrusted_torchscript,
+    trust_checkpoint,
+)
+from sdgas.io.saving import check_resumable
+from sdgas.io.weights import export_safetensors, load_safetensors, write_class_conf
 from sdgas.models.detect import SDGASTrainer, SDGASValidator
 from sdgas.models.detect.predict import SDGASPredictor
+from sdgas.models.detect.tiling import tile_dataset, tiled_predict, tiled_val
+from sdgas.models.detect.val import apply_paper_eval
 from sdgas.nn.tasks import SDGASDetectionModel, load_model_yaml
-from sdgas.utils import DATASETS_DIR, DEMO_DATA, resolve_cfg_file
-from sdgas.utils.checkpoint import (check_detection_model, checkpoint_path_setting, refuse_untrusted_torchscript,
-                                    trust_checkpoint)
-from sdgas.utils.saving import check_resumable
-from sdgas.utils.weights import export_safetensors, load_safetensors, write_class_conf
+from sdgas.utils import DATASETS_DIR, DEMO_DATA, resolve_cfg_file, sdgas_default_cfg
 
 DEMO_IMAGES = DEMO_DATA.parent / "neu-det-demo" / "images" / "val"
 
@@ -29,8 +36,6 @@ def resolve_data(data) -> str:
         return str(DEMO_DATA)
     if not str(data).endswith((".yaml", ".yml")):
         return str(data)
-    from sdgas.data.check import check_dataset_present
-
     path = resolve_cfg_file(data, DATASETS_DIR, "dataset YAML")
     check_dataset_present(path)
     return str(path)
@@ -131,8 +136,6 @@ class SDGAS(Model):
 
     @staticmethod
     def model_defaults():
-        from sdgas.utils import sdgas_default_cfg
-
         return sdgas_default_cfg()
 
     def train(self, trainer=None, **kwargs):
@@ -144,8 +147,6 @@ class SDGAS(Model):
         if kwargs.get("data") or not kwargs.get("resume"):  # a resumed run keeps its checkpoint's data
             kwargs["data"] = resolve_data(kwargs.get("data") or self.overrides.get("data"))
         if kwargs.get("tile"):  # train on windows cut from the large images (sdgas/models/detect/tiling.py)
-            from sdgas.models.detect.tiling import tile_dataset
-
             tile = kwargs.pop("tile")
             kwargs["data"] = tile_dataset(kwargs["data"], int(kwargs.get("imgsz") or 640) if tile is True else tile)
         return super().train(trainer=trainer, **kwargs)
@@ -180,8 +181,6 @@ class SDGAS(Model):
         return metrics
 
     def val(self, validator=None, **kwargs):
-        from sdgas.models.detect.val import apply_paper_eval
-
         apply_paper_eval(kwargs)  # paper_eval=True -> conf=0.03, iou=0.65, max_det=300
         kwargs["data"] = resolve_data(kwargs.get("data") or self._checkpoint_data())
         inspection = {k: kwargs.pop(k) for k in ("recall", "escape_rate") if kwargs.get(k) is not None}
@@ -224,8 +223,6 @@ class SDGAS(Model):
         """Validation of the original val images window by window (sdgas/models/detect/tiling.py)."""
         from ultralytics.data.utils import check_det_dataset
 
-        from sdgas.models.detect.tiling import tiled_val
-
         validator = validator(args={**self.overrides, **kwargs, "mode": "val"}, _callbacks=self.callbacks)
         validator.data = check_det_dataset(validator.args.data)
         size = int(validator.args.imgsz) if tile is True else int(tile)
@@ -238,8 +235,6 @@ class SDGAS(Model):
         """Tiled prediction: one Results per image; annotated images saved like ultralytics' when save=True."""
         from ultralytics.utils import RUNS_DIR
         from ultralytics.utils.files import increment_path
-
-        from sdgas.models.detect.tiling import tiled_predict
 
         size = int(kwargs.get("imgsz") or 640) if tile is True else int(tile)
         kwargs["imgsz"] = kwargs.get("imgsz") or size

@@ -20,7 +20,8 @@ from ultralytics.utils import LOGGER, YAML
 from ultralytics.utils.ops import make_divisible
 from ultralytics.utils.torch_utils import get_flops
 
-from sdgas.nn.modules import CSA, BepC3, BiFusion, CS, FGPEM, Inject, LVTBlock, LVTStage, MFA, SDHead
+from sdgas.nn.loss import SDDetectionLoss
+from sdgas.nn.modules import CS, CSA, FGPEM, MFA, BepC3, BiFusion, Inject, LVTBlock, LVTStage, SDHead
 from sdgas.utils import MODELS_DIR, resolve_cfg_file
 
 SDGAS_MODULES = {m.__name__: m for m in (LVTStage, MFA, FGPEM, Inject, BiFusion, CS, BepC3, SDHead)}
@@ -147,8 +148,6 @@ class SDGASDetectionModel(DetectionModel):
 
     def init_criterion(self):
         """SD-GASNet's stage-1 loss: VFL + GIoU + DFL with the official TAL settings (official-arch.md §5)."""
-        from sdgas.models.detect.loss import SDDetectionLoss
-
         return SDDetectionLoss(self)
 
     @property

@@ -12,6 +12,7 @@ from ultralytics.models.yolo.detect import DetectionPredictor
 from ultralytics.utils import DEFAULT_CFG, LOGGER
 
 from sdgas.data.dataset import CONVERTED, SKIPPED, InputReport, counts_text, diagnose_image, format_message
+from sdgas.io.weights import parse_class_conf
 from sdgas.utils import use_cpu_inference_threads
 
 
@@ -60,8 +61,6 @@ class SDGASPredictor(DetectionPredictor):
 
 def model_class_conf(backend) -> dict:
     """Per-class thresholds of a loaded model: a PyTorch model's attribute, or an exported model's metadata."""
-    from sdgas.utils.weights import parse_class_conf
-
     value = getattr(backend, "class_conf", None) or getattr(getattr(backend, "model", None), "class_conf", None)
     return parse_class_conf(value, getattr(backend, "pt_path", None) or "the model") if value else {}
 

@@ -23,6 +23,9 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
+from sdgas.data.check import list_images
+from sdgas.models.detect.val import coco_evaluator, per_image_stats
+
 OVERLAP = 0.2  # share of a window shared with its neighbour
 SEAM_IOS = 0.5  # intersection over the smaller box above which a box cut by a window edge is fused into the other
 KEEP_VISIBLE = 0.4  # a training box is kept in a window when this share of its area is inside the window
@@ -158,8 +161,6 @@ def coco_dicts(records: list, names: dict) -> tuple:
 def tiled_val(model, validator, size: int, **kwargs):
     """Validate on the original (large) images of the dataset's val split: each image predicted window by window and
     merged, then matched against its own labels; ultralytics' metrics, the COCO APs and the inspection metrics."""
-    from sdgas.data.check import list_images
-    from sdgas.models.detect.val import coco_evaluator, per_image_stats
 
     data = validator.data
     files = [Path(f) for f in list_images(data["val"])]
@@ -230,8 +231,6 @@ def tile_dataset(data_yaml, size: int) -> str:
 
     from ultralytics.data.utils import check_det_dataset
     from ultralytics.utils import LOGGER, YAML
-
-    from sdgas.data.check import list_images
 
     data = check_det_dataset(str(data_yaml))
     root = Path(data["path"]) / f"tiles-{size}"

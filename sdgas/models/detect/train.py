@@ -9,13 +9,29 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
+from sdgas.data.dataset import build_sdgas_dataset
+from sdgas.io.checkpoint import (
+    CheckpointError,
+    checkpoint_path_setting,
+    is_trusted,
+    load_checkpoint_dict,
+    trust_checkpoint,
+)
+from sdgas.io.saving import (
+    STAGING_DIR,
+    AllEpochsSaved,
+    atomic_final_strip,
+    check_class_count,
+    check_resumable,
+    checkpoint_run_dir,
+    staged_checkpoint_writes,
+    truncate_results_csv,
+)
+from sdgas.models.detect.val import PAPER_EVAL, SDGASValidator
+from sdgas.nn.distill_model import KD_LOSS_NAMES, SelfDistillModel, kd_alpha
 from sdgas.nn.tasks import SDGASDetectionModel
 from sdgas.utils import sdgas_default_cfg, sdgas_only_keys
 from sdgas.utils.amp import offline_amp_check
-from sdgas.utils.checkpoint import (CheckpointError, checkpoint_path_setting, is_trusted, load_checkpoint_dict,
-                                    trust_checkpoint)
-from sdgas.utils.saving import (STAGING_DIR, AllEpochsSaved, atomic_final_strip, check_class_count, check_resumable,
-                                checkpoint_run_dir, staged_checkpoint_writes, truncate_results_csv)
 from sdgas.utils.malloc import keep_freed_memory
 
 
@@ -39,15 +55,10 @@ class SDGASTrainer(DetectionTrainer):
 
     def build_dataset(self, img_path, mode="train", batch=None):
         """ultralytics' dataset as an SDGASDataset: bad images/labels skipped or converted with a precise warning."""
-        from sdgas.data.dataset import build_sdgas_dataset
-
         return build_sdgas_dataset(super().build_dataset, img_path, mode, batch)
 
     def get_validator(self):
         """SDGASValidator with the arguments stripped of sdgas-only keys (stock validators reject unknown keys)."""
-        from sdgas.models.detect.val import PAPER_EVAL, SDGASValidator
-
-        from sdgas.models.detect.distill import KD_LOSS_NAMES
 
         self.loss_names = ("box_loss", "cls_loss", "dfl_loss") + (KD_LOSS_NAMES if self.args.distill_model else ())
         args = strip_sdgas_keys(self.args)
@@ -70,7 +81,7 @@ class SDGASTrainer(DetectionTrainer):
                 no_decay["params"].extend(moved)
         return optimizer
 
-    # Stage 2, teacher-guided distillation (paper §3.3-3.4; the losses live in sdgas/models/detect/distill.py)
+    # Stage 2, teacher-guided distillation (paper §3.3-3.4; the losses live in sdgas/nn/distill_model.py)
     def set_model_attributes(self):
         """Attach the dataset and arguments, then wrap the model in SelfDistillModel when `distill_model` is set.
 
@@ -80,8 +91,6 @@ class SDGASTrainer(DetectionTrainer):
         super().set_model_attributes()
         if not self.args.distill_model:
             return
-        from sdgas.models.detect.distill import SelfDistillModel
-
         if not isinstance(self.model, SelfDistillModel):  # a resumed run arrives wrapped by setup_model()
             self.model = SelfDistillModel(self.args.distill_model, self.model)
         if set_kd_alpha not in self.callbacks["on_train_epoch_start"]:
@@ -97,8 +106,6 @@ class SDGASTrainer(DetectionTrainer):
             return super().setup_model()
         from ultralytics.nn.distill_model import DistillationModel
         from ultralytics.nn.tasks import load_checkpoint
-
-        from sdgas.models.detect.distill import SelfDistillModel
 
         weights, ckpt = load_checkpoint(self.model)
         if not isinstance(weights, DistillationModel):
@@ -119,7 +126,7 @@ class SDGASTrainer(DetectionTrainer):
             metrics = {**metrics, "kd/alpha": round(model.effective_alpha, 5)}
         super().save_metrics(metrics)
 
-    # Checkpoints that survive a kill at any point (the helpers are in sdgas/utils/saving.py)
+    # Checkpoints that survive a kill at any point (the helpers are in sdgas/io/saving.py)
     def save_model(self):
         """ultralytics' checkpoints written atomically: staged beside the weights, flushed, renamed (last.pt last)."""
         with staged_checkpoint_writes(self):
@@ -190,8 +197,6 @@ class SDGASTrainer(DetectionTrainer):
 
 def set_kd_alpha(trainer):
     """on_train_epoch_start: set and log this epoch's enhanced-KL weight (paper §3.4.1, official-arch.md §6)."""
-    from sdgas.models.detect.distill import kd_alpha
-
     model = unwrap_model(trainer.model)
     if hasattr(model, "kd"):
         model.alpha = kd_alpha(trainer.epoch, trainer.epochs, model.kd.alpha_min)

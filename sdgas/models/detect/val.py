@@ -28,6 +28,7 @@ from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.utils import LOGGER, RANK, nms
 from ultralytics.utils.metrics import DetMetrics
 
+from sdgas.data.dataset import build_sdgas_dataset
 from sdgas.models.detect.inspection import class_thresholds, inspection_report, plot_froc
 from sdgas.nn.tasks import model_gflops
 from sdgas.utils import use_cpu_inference_threads
@@ -130,8 +131,6 @@ class SDGASValidator(DetectionValidator):
 
     def build_dataset(self, img_path, mode="val", batch=None):
         """ultralytics' dataset as an SDGASDataset: bad images/labels skipped or converted with a precise warning."""
-        from sdgas.data.dataset import build_sdgas_dataset
-
         return build_sdgas_dataset(super().build_dataset, img_path, mode, batch)
 
     def __call__(self, trainer=None, model=None):

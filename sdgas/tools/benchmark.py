@@ -35,7 +35,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from sdgas.utils import cpu_inference_threads
+from sdgas.engine.model import SDGAS
+from sdgas.nn.tasks import SDGASDetectionModel, model_gflops
+from sdgas.utils import MODELS_DIR, cpu_inference_threads
 
 PEERS = ("yolov8n.yaml", "yolov8s.yaml", "yolo11n.yaml", "yolo11s.yaml", "yolov10s.yaml", "yolo26s.yaml")
 BASELINE = "yolov8s.yaml"  # ratios are quoted against this peer, measured in the same run
@@ -238,7 +240,6 @@ class OnnxRunner:
 
     def __init__(self, model: nn.Module, imgsz: int, threads: int, workdir: Path, name: str, fuse: bool = True):
         import onnxruntime as ort
-
         from ultralytics.utils.export.engine import torch2onnx
 
         self.imgsz = imgsz
@@ -287,14 +288,10 @@ def load_model(name: str, nc: int = 6) -> nn.Module:
     Stock peers are built from their YAMLs with random weights (never downloaded); sdgas YAMLs are built with `nc`
     classes; checkpoints load through sdgas' safe loader.
     """
-    from sdgas import SDGAS
-    from sdgas.utils import MODELS_DIR
 
     if name.endswith(".pt"):
         return SDGAS(name).model.float()
     if (MODELS_DIR / Path(name).name).is_file() or Path(name).is_file():
-        from sdgas.nn.tasks import SDGASDetectionModel
-
         return SDGASDetectionModel(name, nc=nc, verbose=False)
     from ultralytics import YOLO
 
@@ -314,8 +311,6 @@ def unoptimized(model: nn.Module) -> nn.Module:
 def model_complexity(model: nn.Module, imgsz: int) -> dict:
     """Parameters and GFLOPs at imgsz of the fused model, the form that is timed and that ultralytics' model summary
     and the paper report; so a model and its unoptimized deploy form get the same figures."""
-    from sdgas.nn.tasks import model_gflops
-
     fused = copy.deepcopy(model).eval()
     fused.fuse(verbose=False)
     return {"params_M": round(sum(p.numel() for p in fused.parameters()) / 1e6, 3),
@@ -558,7 +553,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-METHOD = """How it is measured (`sdgas.utils.benchmarks`): every model is timed once per round in every mode, round \
+METHOD = """How it is measured (`sdgas.tools.benchmark`): every model is timed once per round in every mode, round \
 by round, with a short pause between runs. Preprocess is ultralytics' predictor preprocess (letterbox, BGR->RGB, \
 HWC->CHW, /255) plus the model's dtype and memory format; inference runs the model to its raw head outputs; decode is \
 the head's DFL expectation, anchors and strides (plus the top-k of end-to-end heads); NMS is ultralytics' \

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 
-from sdgas.utils.checkpoint import CheckpointError, check_model_yaml
+from sdgas.io.checkpoint import CheckpointError, check_model_yaml, checkpoint_model, load_checkpoint_dict
+from sdgas.io.saving import atomic_write_bytes
+from sdgas.nn.tasks import SDGASDetectionModel
 
 FORMAT = "sdgas-safetensors/1"
 MODEL_ARGS = ("imgsz", "data", "task", "single_cls")  # what ultralytics keeps of a checkpoint's args on load
@@ -23,8 +25,6 @@ MODEL_ARGS = ("imgsz", "data", "task", "single_cls")  # what ultralytics keeps o
 def _builders() -> dict:
     """Model classes a weights file may name (the name is checked against this map; nothing else is built)."""
     from ultralytics.nn.tasks import DetectionModel
-
-    from sdgas.nn.tasks import SDGASDetectionModel
 
     return {"SDGASDetectionModel": SDGASDetectionModel, "DetectionModel": DetectionModel}
 
@@ -129,8 +129,6 @@ def parse_class_conf(value, file) -> dict:
 def write_class_conf(file, class_conf: dict) -> None:
     """Store per-class thresholds in a .pt checkpoint (on its model) or a .safetensors file (in its metadata),
     rewriting the file atomically."""
-    from sdgas.utils.checkpoint import checkpoint_model, load_checkpoint_dict
-    from sdgas.utils.saving import atomic_write_bytes
 
     file, class_conf = Path(file), {int(k): float(v) for k, v in class_conf.items()}
     if file.suffix == ".safetensors":

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from ultralytics.data.augment import LetterBox
 
+from sdgas.engine.model import DEMO_IMAGES, SDGAS
+
 
 def load_image(path, imgsz: int):
     """BGR image and its letterboxed (1, 3, imgsz, imgsz) float tensor in [0, 1]."""
@@ -83,8 +85,6 @@ def save_heatmaps(model, source, out_dir: Path, imgsz: int = 640, topk: int = 10
 
 def cli(overrides: dict) -> int:
     """`sdgas heatmap model=... source=... [imgsz=640 topk=100 project=runs name=heatmap]`."""
-    from sdgas import SDGAS
-    from sdgas.engine.model import DEMO_IMAGES
 
     unknown = set(overrides) - {"model", "source", "imgsz", "topk", "project", "name"}
     if unknown:

@@ -7,7 +7,6 @@ assigner settings differ.
 
 from types import SimpleNamespace
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from ultralytics.utils.loss import BboxLoss, v8DetectionLoss

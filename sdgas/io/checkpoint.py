@@ -21,7 +21,7 @@ is imported) goes through `load_checkpoint_dict`, which
 Anything else is refused with one line naming the file and the reason. `SDGAS(x, trust=True)`, the CLI key
 `trust=True` and SDGAS_TRUST_CHECKPOINTS=1 are the explicit opt-out (ultralytics' unrestricted loader; TorchScript).
 
-Writing checkpoints (atomic saves, resume after a kill) is in sdgas/utils/saving.py.
+Writing checkpoints (atomic saves, resume after a kill) is in sdgas/io/saving.py.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from sdgas.nn.tasks import SDGAS_MODULES
+
 TRUST_ENV = "SDGAS_TRUST_CHECKPOINTS"
 MAX_NESTING = 100  # containers inside containers; genuine checkpoints stay under 10, Python recurses at 1000
 MAX_INT_BITS = 60  # ints hash to themselves below 2**61 - 1, so larger ones are how dict keys are made to collide
@@ -46,7 +48,7 @@ DUNDER = re.compile(rb"^__\w+__$")
 # classes a checkpoint may restore: nn.Modules defined in these modules, and (CLASS_MODULES) plain classes too
 LAYER_PACKAGES = ("torch.nn.modules", "ultralytics.nn.modules", "sdgas.nn.modules")
 MODEL_MODULES = ("ultralytics.nn.tasks", "ultralytics.nn.distill_model", "sdgas.nn.tasks",
-                 "sdgas.models.detect.distill")
+                 "sdgas.nn.distill_model")
 CLASS_MODULES = ("ultralytics.nn.distill_model", "ultralytics.utils.loss", "ultralytics.utils.tal")
 # data a genuine checkpoint holds besides its classes: tensors, sizes, dicts, sets, bytes, the args namespace
 DATA_GLOBALS = ("collections.OrderedDict", "builtins.set", "builtins.frozenset", "_codecs.encode", "torch.Size",
@@ -56,10 +58,11 @@ DATA_GLOBALS = ("collections.OrderedDict", "builtins.set", "builtins.frozenset",
                 "ultralytics.yolo.utils.IterableSimpleNamespace", "builtins.getattr", "numpy.dtype",
                 "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
                 *(f"{m}.{c}" for m in ("pathlib", "pathlib._local") for c in ("PosixPath", "WindowsPath")))
-LEGACY_ALIASES = {  # names old ultralytics checkpoints use for classes that moved (as ultralytics' own loader maps)
+LEGACY_ALIASES = {  # names old checkpoints use for classes that moved (ultralytics' own loader maps its own)
     "ultralytics.nn.modules.block.Silence": nn.Identity,
     "ultralytics.nn.tasks.YOLOv10DetectionModel": ("ultralytics.nn.tasks", "DetectionModel"),
     "ultralytics.utils.loss.v10DetectLoss": ("ultralytics.utils.loss", "E2EDetectLoss"),
+    "sdgas.models.detect.distill.SelfDistillModel": ("sdgas.nn.distill_model", "SelfDistillModel"),  # sdgas 0.1
 }
 
 _TRUSTED_FILES: set[str] = set()
@@ -452,8 +455,6 @@ def _layer_allowed(m) -> bool:
     """A YAML layer name that resolves to a layer class: sdgas' modules, ultralytics' nn.modules, parameter-free
     torch.nn layers. Whole models (DetectionModel, which loads a YAML path) and other globals are not layers."""
     from ultralytics.nn import tasks as ultralytics_tasks
-
-    from sdgas.nn.tasks import SDGAS_MODULES
 
     if not isinstance(m, str):
         return False

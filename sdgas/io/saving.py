@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ultralytics.utils import LOGGER
 
-from sdgas.utils.checkpoint import CheckpointError, checkpoint_model, load_checkpoint_dict
+from sdgas.io.checkpoint import CheckpointError, checkpoint_model, load_checkpoint_dict
 
 STAGING_DIR = ".saving"  # inside the weights folder: same filesystem, so the final rename is atomic
 

@@ -20,6 +20,7 @@ branch is never distilled (paper §3.3).
 
 import math
 from pathlib import Path
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
