@@ -8,32 +8,31 @@ import torch
 import torch.nn.functional as F
 
 from sdgas.nn.modules import CSA
-from sdgas.nn.modules.backbone import LVTBlock, MLP, PointwiseLinear
+from sdgas.nn.modules.backbone import MLP, LVTBlock
 from sdgas.nn.modules.neck import upsample2x_bilinear
 
 
 def fused_csa_block(device):
-    """A stage-0 block after fuse() (SDGASDetectionModel.fuse fuses the block and its CSA)."""
+    """A stage-0 block after fuse() (which also fuses its CSA and MLP)."""
     block = LVTBlock(64, CSA(64, 2), MLP(64, 4)).to(device).eval()
     block.fuse()
-    block.attn.fuse()
     return block
 
 
 def test_fused_forms_run_only_on_cpu_tensors(monkeypatch):
     calls = []
-    for name in ("forward_taps", "forward"):
+    for name in ("forward_taps", "forward_reference"):
         original = getattr(CSA, name)
         monkeypatch.setattr(CSA, name, lambda self, x, f=original, n=name: calls.append(n) or f(self, x))
     with torch.no_grad():
         cpu_block = fused_csa_block("cpu")
         cpu_out = cpu_block(torch.rand(1, 40, 40, 64))
-        assert "forward_taps" in calls and "forward" not in calls
+        assert "forward_taps" in calls and "forward_reference" not in calls
         calls.clear()
         meta_out = fused_csa_block("meta")(torch.empty(1, 40, 40, 64, device="meta"))
-        assert "forward" in calls and "forward_taps" not in calls
+        assert "forward_reference" in calls and "forward_taps" not in calls
     assert meta_out.shape == cpu_out.shape
-    assert all(type(m) is PointwiseLinear for m in cpu_block.modules() if isinstance(m, torch.nn.Linear))
+    assert cpu_block.fused and cpu_block.attn.fused and cpu_block.mlp.fused
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 8, 20, 20), (1, 2, 1, 3)])

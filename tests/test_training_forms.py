@@ -1,6 +1,6 @@
 """The backbone's CPU training forms (issue 22) compute what the reference forms compute, forward and backward.
 
-`CSA.forward_train`, `training_linear` (MLP, SRA and CSA projections as 1x1 convolutions) and the adjoint pair
+`CSA.forward_train`, `token_linear` (MLP, SRA and CSA projections as 1x1 convolutions) and the adjoint pair
 `_WindowTaps` / `_OverlapAdd` run in CPU training steps only; every test compares them with the reference forms on
 random weights, and a seeded short training run gives the same losses with either.
 """

@@ -28,7 +28,7 @@ SDGAS_MODULES = {m.__name__: m for m in (LVTStage, MFA, FGPEM, Inject, BiFusion,
 HEADS = {SDHead, Detect}  # take [nc] from YAML; reg_max, end2end and the input channel list are appended
 MODERN_BLOCKS = {"C3k2", "A2C2f", "C2fCIB"}  # ultralytics builds a non-legacy Detect when any of these is present
 WIDTH_SCALED = {LVTStage, MFA, Inject, BiFusion, CS, BepC3}  # first YAML argument is the output width c2
-INFERENCE_FORMS = (CSA, LVTBlock)  # sdgas layers with a `fuse()` that switches to a faster, equivalent forward
+INFERENCE_FORMS = (LVTBlock,)  # sdgas layers whose `fuse()` turns on a faster, equivalent forward (and their parts')
 _ultralytics_parse_model = ultralytics_tasks.parse_model
 TRACE_SIZE = 256
 
@@ -138,7 +138,7 @@ class SDGASDetectionModel(DetectionModel):
 
     def fuse(self, verbose=True, imgsz=640):
         """ultralytics' fusion (Conv+BN folding, RepConv reparameterization), then sdgas' layers switch to their
-        inference forms (`CSA.fuse`, `LVTBlock.fuse`: same arithmetic, faster layout); parameters and outputs
+        inference forms (`LVTBlock.fuse` and its attention and MLP: same arithmetic, faster layout); parameters and outputs
         are unchanged."""
         super().fuse(verbose=verbose, imgsz=imgsz)
         for m in self.modules():
@@ -158,12 +158,12 @@ class SDGASDetectionModel(DetectionModel):
 def model_gflops(model: nn.Module, imgsz: int = 640) -> float:
     """ultralytics' GFLOPs count (module hooks) of a model, fused or not.
 
-    The CSA's inference form (`CSA.forward_taps`) computes its attention Linear and value convolution as batched
-    matmuls that module hooks cannot see (0.14 GFLOPs at 640), so a fused model is counted on a copy whose layers
-    use their reference forwards: the count of ultralytics' fusion alone.
+    sdgas' inference forms compute Linear layers and the CSA's value maps as convolutions and batched matmuls that
+    module hooks cannot see, so a fused model is counted on a copy with those forms off: the count of ultralytics'
+    fusion alone.
     """
     reference = copy.deepcopy(model)
     for m in reference.modules():
-        if isinstance(m, INFERENCE_FORMS):  # not ultralytics' fused Conv, whose forward_fuse is the only one left
-            m.__dict__.pop("forward", None)  # the forward that `fuse()` set on the instance
+        if hasattr(m, "fused") and isinstance(m.fused, bool):  # sdgas' inference forms, not ultralytics' Conv fusion
+            m.fused = False
     return get_flops(reference, imgsz)

@@ -4,10 +4,10 @@ Four stages give C2..C5 at strides 4/8/16/32 with 64/64/160/256 channels. Every 
 `embed -> blocks -> LayerNorm`, and the normalised map is both the stage output and the next stage's input.
 Between stages tensors are NCHW (ultralytics convention); inside a stage the blocks work on NHWC tokens.
 
-`fuse()` (via `SDGASDetectionModel.fuse`) switches the CSA, the stage-0 blocks and the blocks' Linear layers to
-inference forms that compute the same values faster on a CPU (`CSA.forward_taps`, `LVTBlock.forward_banded`,
-`pointwise_linear`); with a channels-last model (as ultralytics' AutoBackend runs it on x86 CPUs) the NHWC tokens
-are free views of the convolution outputs.
+Each layer with a faster CPU inference form keeps it beside the reference forward behind one boolean, `fused`
+(as timm's `fused_attn`), which `fuse()` sets (via `SDGASDetectionModel.fuse`): `CSA.forward_taps`, the row bands of
+`LVTBlock`, and the token Linear layers as `pointwise_linear`. Same values; docs/cpu_inference_forms.md says why each
+form is faster and by how much.
 """
 
 import math
@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from ultralytics.nn.modules import Conv
 
 HEAD_DIM = 32  # every attention layer of e_lvt_ds uses 32 channels per head
-BAND_TOKENS = 6400  # tokens per band of rows in `LVTBlock.forward_banded`: 6.5 MB FP32 MLP activations per band
+BAND_TOKENS = 6400  # tokens per band of rows in a fused `LVTBlock`: 6.5 MB FP32 MLP activations per band
+ATTENTIONS = ("csa", "sra")  # LVTStage attention: convolutional (stage 0) or spatial-reduction (stages 1-3)
+EMBEDDINGS = ("stem", "patch")  # LVTStage embedding: conv downsampling stem (s4) or overlapping patch embedding (s2)
 
 
 def avg_pool_2x2(x: torch.Tensor) -> torch.Tensor:
@@ -35,23 +37,13 @@ def avg_pool_2x2(x: torch.Tensor) -> torch.Tensor:
 def pointwise_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear` over the channels of an NHWC map (B, H, W, c1) -> (B, H, W, c2), as a 1x1 convolution on the CPU.
 
-    The NHWC map is the channels-last view of an NCHW map, so the convolution needs no copy. oneDNN's 1x1 kernel is
-    1.3-1.4x faster than the MKL sgemm behind `F.linear` in float32 on an AMD EPYC (6400-25600 tokens x 64-256
-    channels); the values are the same to float rounding. Other devices keep `F.linear`, and so does ONNX export:
-    there the MatMul is as fast as a Conv, which would add layout reorders around it in ONNX Runtime.
+    The NHWC map is the channels-last view of an NCHW map, so the convolution needs no copy (oneDNN's 1x1 kernel
+    beats the sgemm behind `F.linear` on x86 CPUs). Other devices keep `F.linear`, and so does ONNX export, where a
+    Conv would add layout reorders around it.
     """
     if x.dim() != 4 or x.device.type != "cpu" or torch.onnx.is_in_onnx_export():
         return F.linear(x, weight, bias)
     return F.conv2d(x.permute(0, 3, 1, 2), weight[:, :, None, None], bias).permute(0, 2, 3, 1)
-
-
-class PointwiseLinear(nn.Linear):
-    """An nn.Linear over NHWC channels that runs as `pointwise_linear`: the inference form `LVTBlock.fuse` gives the
-    blocks' Linear layers. Same parameters; still an nn.Linear, so FLOP counters and hooks see it, and it pickles
-    as a class (a fused model saves and loads like any other)."""
-
-    def forward(self, x):
-        return pointwise_linear(x, self.weight, self.bias)
 
 
 def window_taps(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -99,7 +91,7 @@ def overlap_add(taps: torch.Tensor, size: tuple) -> torch.Tensor:
 def records_cpu_training(module: nn.Module, x: torch.Tensor) -> bool:
     """Whether `module` runs a CPU training step on `x`: training mode, autograd recording, a CPU tensor, no export.
 
-    The backbone's training forms (`CSA.forward_train`, `training_linear`) compute the reference arithmetic with
+    The backbone's training forms (`CSA.forward_train`, `token_linear`) compute the reference arithmetic with
     backward passes that are cheaper on a CPU; under `torch.no_grad()` (validation of the EMA model, FLOP counters)
     and on other devices the reference forms run.
     """
@@ -107,10 +99,10 @@ def records_cpu_training(module: nn.Module, x: torch.Tensor) -> bool:
             and not torch.onnx.is_in_onnx_export())
 
 
-def training_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """`layer(x)` over NHWC tokens; in a CPU training step as `pointwise_linear` (oneDNN 1x1 convolution, forward
-    and backward), which computes the same values as the MKL matmuls behind `F.linear`."""
-    if records_cpu_training(layer, x):
+def token_linear(owner: nn.Module, layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """`layer(x)` over NHWC tokens, as `pointwise_linear` (a 1x1 convolution, forward and backward) when `owner` is
+    fused or in a CPU training step: the same values as the matmuls behind `F.linear`."""
+    if owner.fused or records_cpu_training(layer, x):
         return pointwise_linear(x, layer.weight, layer.bias)
     return layer(x)
 
@@ -157,12 +149,11 @@ class DownsamplingStem(nn.Module):
         self.cv1 = Conv(c1, c_, 3, 2)
         self.cv2 = Conv(c_, c_, 1, 1)
         self.cv3 = Conv(c_, c_, 3, 2)
-        self.pool = nn.AvgPool2d(2, 2, ceil_mode=True)
         self.cv4 = Conv(2 * c_, c2, 1, 1)
 
     def forward(self, x):
         x = self.cv1(x)
-        return self.cv4(torch.cat((self.cv3(self.cv2(x)), avg_pool_2x2(x)), 1))  # avg_pool_2x2 == self.pool
+        return self.cv4(torch.cat((self.cv3(self.cv2(x)), avg_pool_2x2(x)), 1))
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -185,7 +176,11 @@ class CSA(nn.Module):
     window positions is predicted from the 2x2-average-pooled map (Linear C -> heads*81); the values are the
     unfolded 3x3 windows, each position mapped by its own CxC matrix (a grouped 1x1 conv); the attended windows
     are folded back (overlap-add) and projected.
+
+    `fused` (set by `fuse()`, 3x3/s2 windows only) runs `forward_taps` on the CPU and in ONNX export.
     """
+
+    fused: bool = False  # a class default, so checkpoints pickled before the flag existed load unfused
 
     def __init__(self, dim: int, heads: int, k: int = 3, stride: int = 2):
         super().__init__()
@@ -197,7 +192,10 @@ class CSA(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x):
-        """`forward_reference`; in a CPU training step (3x3/s2 windows) the same arithmetic as `forward_train`."""
+        """`forward_reference`, computed as `forward_taps` when fused (CPU, ONNX export) or `forward_train` in a CPU
+        training step."""
+        if self.fused and (x.device.type == "cpu" or torch.onnx.is_in_onnx_export()):
+            return self.forward_taps(x)
         if (self.k, self.stride) == (3, 2) and records_cpu_training(self, x):
             return self.forward_train(x)
         return self.forward_reference(x)
@@ -219,14 +217,11 @@ class CSA(nn.Module):
         return self.proj(out.permute(0, 2, 3, 1))
 
     def forward_taps(self, x):
-        """`forward` with the same arithmetic laid out for speed (3x3/s2 windows only), used after `fuse()`.
+        """`forward_reference` with the same arithmetic laid out for a CPU (3x3/s2 windows only), used when fused.
 
-        In PyTorch the attention logits come out key-tap-major (the Linear's rows reordered, the scale folded in),
-        so the softmax runs over a strided axis with contiguous inner loops instead of over 9 contiguous values
-        (over 20x faster on this CPU); ONNX Runtime prefers the softmax over the last axis, so an export keeps the
-        Linear's order.
-        The window taps are strided slices (no unfold), the per-tap value maps one batched matmul, and the
-        overlap-add is `overlap_add` (no fold). Every tensor stays NHWC, so nothing is permuted back and forth.
+        The attention logits come out key-tap-major (softmax over a strided axis; an ONNX export keeps the Linear's
+        order, which ONNX Runtime prefers), the window taps are strided slices (no unfold), the per-tap value maps
+        one batched matmul, and the overlap-add is `overlap_add` (no fold); every tensor stays NHWC.
         """
         B, H, W, C = x.shape
         heads, d = self.heads, C // self.heads
@@ -244,7 +239,7 @@ class CSA(nn.Module):
         v = torch.bmm(window_taps(x, h, w).view(9, n, C), self.v_pw.weight.view(9, C, C).transpose(1, 2))
         out = torch.bmm(attn, v.view(9, n * heads, d).transpose(0, 1))  # (windows*heads, query tap, C/heads)
         out = out.view(B, h, w, heads, 9, d).permute(4, 0, 1, 2, 3, 5).reshape(9, B, h, w, C)
-        return self.proj(overlap_add(out, (H, W)))
+        return pointwise_linear(overlap_add(out, (H, W)), self.proj.weight, self.proj.bias)
 
     def forward_train(self, x):
         """`forward_reference` for a CPU training step (3x3/s2 windows): `forward_taps`' layout with cheap backwards.
@@ -267,20 +262,11 @@ class CSA(nn.Module):
         v = torch.bmm(taps, self.v_pw.weight.view(9, C, C).transpose(1, 2))  # (key tap, windows, C)
         out = torch.bmm(attn, v.view(9, n * heads, d).transpose(0, 1))  # (windows*heads, query tap, C/heads)
         out = out.view(B, h, w, heads, 9, d).permute(4, 0, 1, 2, 3, 5).reshape(9, B, h, w, C)
-        return training_linear(self.proj, _OverlapAdd.apply(out, (H, W)))
-
-    def forward_fused(self, x):
-        """The inference form for the input's device: `forward_taps` on the CPU and in ONNX export, where it was
-        measured faster; `forward` elsewhere. The taps form is tuned for CPU caches and runs more, smaller ops (106
-        aten ops per call against 37 for `forward`), a loss where each op is a kernel launch (CUDA; not timed)."""
-        if x.device.type == "cpu" or torch.onnx.is_in_onnx_export():
-            return self.forward_taps(x)
-        return CSA.forward(self, x)
+        return pointwise_linear(_OverlapAdd.apply(out, (H, W)), self.proj.weight, self.proj.bias)
 
     def fuse(self):
-        """Switch to `forward_fused` for inference (`SDGASDetectionModel.fuse`); same outputs, parameters untouched."""
-        if (self.k, self.stride) == (3, 2):
-            self.forward = self.forward_fused
+        """Use the inference form (`SDGASDetectionModel.fuse`); same outputs, parameters untouched."""
+        self.fused = (self.k, self.stride) == (3, 2)
 
 
 class SRA(nn.Module):
@@ -288,7 +274,10 @@ class SRA(nn.Module):
 
     Input/output NHWC (B, H, W, C). Keys and values come from the map reduced by a kxk/sk conv + LayerNorm when
     sr > 1 (from x itself when sr == 1). Uses the fused scaled-dot-product kernel; scale = head_dim^-0.5.
+    `fused` (set by `fuse()`) runs the token Linear layers as 1x1 convolutions on the CPU.
     """
+
+    fused: bool = False
 
     def __init__(self, dim: int, heads: int, sr: int = 1):
         super().__init__()
@@ -303,23 +292,31 @@ class SRA(nn.Module):
     def forward(self, x):
         B, H, W, C = x.shape
         heads = self.heads
-        q = training_linear(self.q, x).reshape(B, H * W, heads, C // heads).transpose(1, 2)
+        q = token_linear(self, self.q, x).reshape(B, H * W, heads, C // heads).transpose(1, 2)
         if self.sr > 1:
             x = self.norm(self.reduce(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
-        kv = training_linear(self.kv, x).reshape(B, -1, 2, heads, C // heads).permute(2, 0, 3, 1, 4)
+        kv = token_linear(self, self.kv, x).reshape(B, -1, 2, heads, C // heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, kv[0], kv[1])  # (B, heads, HW, C/heads)
-        return training_linear(self.proj, out.transpose(1, 2).reshape(B, H, W, C))
+        return token_linear(self, self.proj, out.transpose(1, 2).reshape(B, H, W, C))
+
+    def fuse(self):
+        self.fused = True
 
 
 class MLP(nn.Module):
-    """Linear-GELU-Linear feed-forward of LVT stage 0. NHWC (B, H, W, C) -> same."""
+    """Linear-GELU-Linear feed-forward of LVT stage 0. NHWC (B, H, W, C) -> same. `fused` as in SRA."""
+
+    fused: bool = False
 
     def __init__(self, dim: int, ratio: int):
         super().__init__()
         self.fc1, self.act, self.fc2 = nn.Linear(dim, dim * ratio), nn.GELU(), nn.Linear(dim * ratio, dim)
 
     def forward(self, x):
-        return training_linear(self.fc2, self.act(training_linear(self.fc1, x)))
+        return token_linear(self, self.fc2, self.act(token_linear(self, self.fc1, x)))
+
+    def fuse(self):
+        self.fused = True
 
 
 class DWConvMLP(nn.Module):
@@ -342,7 +339,14 @@ class DWConvMLP(nn.Module):
 
 
 class LVTBlock(nn.Module):
-    """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x)). NHWC (B, H, W, C) -> same."""
+    """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x)). NHWC (B, H, W, C) -> same.
+
+    `fused` (set by `fuse()` for CSA blocks with the token-wise MLP, stage 0) computes the block over bands of about
+    `BAND_TOKENS` tokens (whole rows) on the CPU, so the wide MLP activations stay small enough for glibc's malloc to
+    reuse instead of returning them to the OS (docs/cpu_inference_forms.md). Same values.
+    """
+
+    fused: bool = False
 
     def __init__(self, dim: int, attn: nn.Module, mlp: nn.Module):
         super().__init__()
@@ -350,27 +354,15 @@ class LVTBlock(nn.Module):
         self.norm2, self.mlp = nn.LayerNorm(dim), mlp
 
     def forward(self, x):
+        if self.fused and x.device.type == "cpu" and not torch.jit.is_tracing():  # a traced export fixes band sizes
+            return self.forward_banded(x)
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
     def forward_banded(self, x):
-        """`forward` computed over bands of about `BAND_TOKENS` tokens (whole rows), one band at a time. For CSA
-        blocks with the token-wise MLP (stage 0), used after `fuse()`.
-
-        Why: on the full 160x160 map the 4x-wide MLP activations are 26 MB each in FP32, and with glibc's default
-        mmap/trim thresholds such blocks go back to the OS when freed, so every image page-faults them in again
-        (27,000 minor faults per image at 640 against 3,200 banded; none either way with `tune_glibc_malloc`).
-        Whole model on the 2-core EPYC, paired A/B over 40 rounds: banded is 22 ms faster in FP32 and 10-14 ms in
-        BF16 with glibc's defaults (what `sdgas predict` runs with), but 1-7 ms slower in FP32 and 3 ms in BF16 once
-        malloc keeps large blocks (`tune_glibc_malloc`, which the benchmark applies to every model). So judge
-        changes here with glibc's defaults too, not only with the benchmark.
-
-        A band of output rows [r0, r1) (r0 even) needs the 3x3/s2 windows that cover it, whose taps span input rows
-        r0-1 .. r1+1: the CSA runs on rows r0-2 .. r1+2 (an even start keeps the window grid aligned) and the band
-        is cropped from its output. Same values as `forward`; an ONNX export and accelerators use `forward`.
-        """
-        if torch.jit.is_tracing() or x.device.type != "cpu":  # exports (ONNX, OpenVINO) trace; bands fix sizes
-            return LVTBlock.forward(self, x)
+        """`forward` one band of output rows [r0, r1) at a time (r0 even). The band needs the 3x3/s2 windows that
+        cover it, whose taps span input rows r0-1 .. r1+1: the CSA runs on rows r0-2 .. r1+2 (an even start keeps
+        the window grid aligned) and the band is cropped from its output."""
         B, H, W, _ = x.shape
         rows = max(2, BAND_TOKENS // (B * W) // 2 * 2)
         bands = []
@@ -382,13 +374,12 @@ class LVTBlock(nn.Module):
         return torch.cat(bands, 1)
 
     def fuse(self):
-        """Inference forms (`SDGASDetectionModel.fuse`), same outputs: the Linear layers run as `pointwise_linear`,
-        and CSA blocks with the token-wise MLP switch to `forward_banded`."""
-        for m in self.modules():
-            if type(m) is nn.Linear:
-                m.__class__ = PointwiseLinear
-        if isinstance(self.attn, CSA) and (self.attn.k, self.attn.stride) == (3, 2) and isinstance(self.mlp, MLP):
-            self.forward = self.forward_banded
+        """Inference forms (`SDGASDetectionModel.fuse`), same outputs: the attention and MLP fuse themselves, and a
+        CSA block with the token-wise MLP computes in row bands."""
+        for m in (self.attn, self.mlp):
+            if hasattr(m, "fuse"):
+                m.fuse()
+        self.fused = isinstance(self.attn, CSA) and self.attn.fused and isinstance(self.mlp, MLP)
 
 
 class LVTStage(nn.Module):
@@ -411,6 +402,9 @@ class LVTStage(nn.Module):
     def __init__(self, c1: int, c2: int, n: int = 1, attn: str = "sra", mlp_ratio: int = 4, sr: int = 1,
                  embed: str = "patch"):
         super().__init__()
+        if attn not in ATTENTIONS or embed not in EMBEDDINGS:
+            raise ValueError(f"LVTStage: attn must be one of {ATTENTIONS} and embed one of {EMBEDDINGS}, "
+                             f"got attn={attn!r}, embed={embed!r}")
         heads = max(c2 // HEAD_DIM, 1)
         self.embed = DownsamplingStem(c1, c2) if embed == "stem" else OverlapPatchEmbed(c1, c2)
         blocks = []
