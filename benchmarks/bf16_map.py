@@ -23,7 +23,8 @@ import torch.nn as nn
 
 from sdgas import SDGAS
 from sdgas.models.detect import SDGASValidator
-from sdgas.tools.benchmark import bf16_supported, optimize_for_cpu, prepare_input
+from sdgas.nn.tasks import optimize_for_cpu, prepare_input
+from sdgas.utils import bf16_supported
 
 FORMS = ("fp32-built", "fp32-optimized", "bf16", "bf16-autocast")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import sdgas  # noqa: F401  (installs the safe loader; ultralytics' own stays reachable below)
 from sdgas.utils import checkpoint
-from sdgas.tools.benchmark import cpu_name
+from ultralytics.utils.cpu import CPUInfo
 
 
 def genuine_checkpoints(folder: Path) -> list:
@@ -61,7 +61,7 @@ def report(files, timings, rounds) -> dict:
                          "loader": name,
                          "median_s": round(med[name], 4), "min_s": round(min(t), 4), "max_s": round(max(t), 4),
                          "x_ultralytics": round(med[name] / med["ultralytics safe_only"], 3)})
-    return {"cpu": cpu_name(), "machine": platform.machine(), "rounds": rounds, "rows": rows}
+    return {"cpu": CPUInfo.name(), "machine": platform.machine(), "rounds": rounds, "rows": rows}
 
 
 def main():

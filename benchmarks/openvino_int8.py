@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sdgas import SDGAS
-from sdgas.tools.benchmark import cpu_name
+from ultralytics.utils.cpu import CPUInfo
 
 
 def export(weights: Path, folder: Path, imgsz: int, int8: bool, data: str, fraction: float) -> Path:
@@ -92,7 +92,7 @@ def main():
         fp32 = next(x for x in rows if x["model"] == r["model"] and x["imgsz"] == r["imgsz"] and
                     x["precision"] == "FP32")
         r["speedup_vs_fp32"] = round(fp32["ms"] / r["ms"], 2) if r["ms"] == r["ms"] else None
-    result = {"cpu": cpu_name(), "threads": args.threads, "rounds": args.rounds, "data": args.data,
+    result = {"cpu": CPUInfo.name(), "threads": args.threads, "rounds": args.rounds, "data": args.data,
               "calibration_fraction": args.fraction, "rows": rows}
     print(f"{'model':<14}{'prec':>6}{'imgsz':>7}{'ms':>9}{'x FP32':>8}{'AP':>7}{'AP50':>7}{'mAP50-95':>10}")
     for r in rows:

@@ -170,9 +170,9 @@ def evaluate(weights: Path, data: str, imgsz: int) -> dict:
 def machine() -> dict:
     import torch
 
-    from sdgas.tools.benchmark import cpu_name
+    from ultralytics.utils.cpu import CPUInfo
 
-    return {"cpu": cpu_name(), "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+    return {"cpu": CPUInfo.name(), "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "torch_threads": torch.get_num_threads(), "cpu_affinity": sorted(os.sched_getaffinity(0)),

@@ -20,7 +20,7 @@ from torchvision.ops import box_iou
 
 from sdgas import SDGAS
 from sdgas.models.detect.tiling import read_labels
-from sdgas.tools.benchmark import cpu_name
+from ultralytics.utils.cpu import CPUInfo
 
 NEU_VAL = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "neu-det" / "images" / "val"
 
@@ -108,7 +108,7 @@ def main():
         det, seconds = timed(fn, args.rounds)
         rows_out.append({"method": name, "recall@0.5": round(recall(det.cpu(), labels), 4), "detections": len(det),
                          "median_s": round(seconds, 3)})
-    result = {"cpu": cpu_name(), "model": str(args.model), "image": list(image.shape[:2]), "labels": len(labels),
+    result = {"cpu": CPUInfo.name(), "model": str(args.model), "image": list(image.shape[:2]), "labels": len(labels),
               "imgsz": args.imgsz, "conf": args.conf, "rounds": args.rounds, "rows": rows_out}
     print(f"{'method':<36}{'recall@0.5':>11}{'dets':>7}{'median s':>10}")
     for r in rows_out:

@@ -157,7 +157,7 @@ def main():
         return
     import torch
 
-    from sdgas.tools.benchmark import cpu_name
+    from ultralytics.utils.cpu import CPUInfo
 
     results = []
     for config in a.configs.split(","):
@@ -167,7 +167,7 @@ def main():
         results.append(json.loads(out.strip().splitlines()[-1]))
         print({k: v for k, v in results[-1].items() if k != "layers"}, flush=True)
     report = {"args": vars(a) | {"out": str(a.out)}, "results": results,
-              "environment": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
+              "environment": {"cpu": CPUInfo.name(), "cores": os.cpu_count(), "torch": torch.__version__,
                               "loadavg_before": os.getloadavg()}}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")

@@ -31,13 +31,6 @@ MODELS = {"SD-GASNet": ("sdgas", "sdgasnet.yaml"), "YOLOv8s": ("yolo", "yolov8s.
 BASELINE = "YOLOv8s"
 
 
-def cpu_name() -> str:
-    """The CPU model name from /proc/cpuinfo."""
-    from sdgas.tools.benchmark import cpu_name as name
-
-    return name()
-
-
 def busy_cpu_seconds() -> float:
     """CPU seconds all processes spent busy since boot (/proc/stat, all but idle and iowait)."""
     fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -160,9 +153,10 @@ def main():
     Path(a.project).mkdir(parents=True, exist_ok=True)
     import torch
     import ultralytics
+    from ultralytics.utils.cpu import CPUInfo
 
     report = {"args": vars(a) | {"out": str(a.out)},
-              "environment": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
+              "environment": {"cpu": CPUInfo.name(), "cores": os.cpu_count(), "torch": torch.__version__,
                               "ultralytics": ultralytics.__version__, "loadavg_before": os.getloadavg()},
               "gflops": {m: model_gflops(m) for m in MODELS}, "runs": []}
     for i in range(a.rounds):

@@ -21,7 +21,7 @@ from ultralytics.utils.ops import make_divisible
 from ultralytics.utils.torch_utils import get_flops
 
 from sdgas.nn.loss import SDDetectionLoss
-from sdgas.nn.modules import CS, CSA, FGPEM, MFA, BepC3, BiFusion, Inject, LVTBlock, LVTStage, SDHead
+from sdgas.nn.modules import CS, FGPEM, MFA, BepC3, BiFusion, Inject, LVTBlock, LVTStage, SDHead
 from sdgas.utils import MODELS_DIR, resolve_cfg_file
 
 SDGAS_MODULES = {m.__name__: m for m in (LVTStage, MFA, FGPEM, Inject, BiFusion, CS, BepC3, SDHead)}
@@ -167,3 +167,28 @@ def model_gflops(model: nn.Module, imgsz: int = 640) -> float:
         if hasattr(m, "fused") and isinstance(m.fused, bool):  # sdgas' inference forms, not ultralytics' Conv fusion
             m.fused = False
     return get_flops(reference, imgsz)
+
+
+def optimize_for_cpu(model: nn.Module, precision: str = "fp32", channels_last: bool = True) -> nn.Module:
+    """Put a detection model (sdgas or stock ultralytics) into its fastest CPU inference form, in place; same outputs.
+
+    `fuse()` folds Conv+BN and reparameterizes RepVGG blocks, and turns on sdgas' inference forms; channels-last
+    memory makes the NHWC tokens of the LVT stages free views of the convolution maps (ultralytics' AutoBackend does
+    both for `sdgas predict/val` on x86). `precision="bf16"` stores weights in BF16 (feed it `prepare_input(x,
+    "bf16")`); SDHead decodes boxes in float32.
+    """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', not '{precision}'")
+    model.eval().fuse(verbose=False)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if precision == "bf16":
+        model.to(torch.bfloat16)
+    return model
+
+
+def prepare_input(x: torch.Tensor, precision: str = "fp32", channels_last: bool = True) -> torch.Tensor:
+    """A (B, 3, H, W) float image batch in the dtype and memory format `optimize_for_cpu` expects."""
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.bfloat16() if precision == "bf16" else x

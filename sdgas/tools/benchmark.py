@@ -1,10 +1,4 @@
-"""CPU inference forms of a detector and `sdgas benchmark`, the paper-style latency benchmark (issue 5).
-
-`optimize_for_cpu(model, precision)` turns a detection model (sdgas or stock ultralytics) into its fastest CPU form with
-the same outputs: `fuse()` (Conv+BN folding, RepVGG reparameterization, and for SD-GASNet the unfold/fold-free CSA, the
-banded stage-0 blocks and the blocks' Linear layers as 1x1 convolutions), channels-last memory, and for
-`precision="bf16"` BF16 weights with SD-GASNet's box decode kept in float32. `sdgas predict/val` get the FP32 form by
-themselves: ultralytics' AutoBackend calls `fuse()` and, on x86 CPUs, converts PyTorch models to channels-last.
+"""`sdgas benchmark`, the paper-style latency benchmark.
 
 `benchmark(...)` times batch-1 inference split as the paper reports it (preprocess, model inference, DFL decode,
 NMS) for sdgas models and stock ultralytics peers built from their YAMLs (random weights; nothing is downloaded), in
@@ -36,8 +30,8 @@ import torch
 import torch.nn as nn
 
 from sdgas.engine.model import SDGAS
-from sdgas.nn.tasks import SDGASDetectionModel, model_gflops
-from sdgas.utils import MODELS_DIR, cpu_inference_threads
+from sdgas.nn.tasks import SDGASDetectionModel, model_gflops, optimize_for_cpu, prepare_input
+from sdgas.utils import MODELS_DIR, bf16_supported, cpu_flags, cpu_inference_threads
 
 PEERS = ("yolov8n.yaml", "yolov8s.yaml", "yolo11n.yaml", "yolo11s.yaml", "yolov10s.yaml", "yolo26s.yaml")
 BASELINE = "yolov8s.yaml"  # ratios are quoted against this peer, measured in the same run
@@ -46,72 +40,6 @@ GPU_MODES = ("torch", "torch-fp16")
 MODE_TITLES = {"torch": "PyTorch FP32", "torch-nchw": "PyTorch FP32 NCHW", "torch-bf16": "PyTorch BF16",
                "onnx": "ONNX Runtime FP32", "torch-fp16": "PyTorch FP16 (GPU)"}
 PARTS = ("preprocess", "inference", "decode", "nms")
-REFERENCE_SUFFIX = " (unoptimized)"
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# CPU inference forms
-
-
-def cpuinfo_field(name: str) -> str:
-    """The first `name : value` of /proc/cpuinfo ("" where unavailable)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(name):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
-def cpu_flags() -> set:
-    """The CPU feature flags of this machine (/proc/cpuinfo; empty where unavailable)."""
-    return set(cpuinfo_field("flags").split())
-
-
-def cpu_name() -> str:
-    """The CPU model name (/proc/cpuinfo), else platform.processor()."""
-    return cpuinfo_field("model name") or platform.processor()
-
-
-def bf16_supported() -> bool:
-    """Whether this CPU runs BF16 matmuls and convolutions natively (AVX512-BF16 or AMX), as oneDNN needs."""
-    return torch.backends.mkldnn.is_available() and bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
-
-
-def optimize_for_cpu(model: nn.Module, precision: str = "fp32", channels_last: bool = True, fuse: bool = True
-                     ) -> nn.Module:
-    """Put a detection model into its fastest CPU inference form, in place, and return it.
-
-    `fuse()` folds Conv+BN and reparameterizes RepVGG blocks (ultralytics); for SD-GASNet it also switches the
-    CSA and the stage-0 blocks to their inference forms (`SDGASDetectionModel.fuse`). Channels-last memory makes
-    the NHWC tokens of the LVT stages free views of the convolution maps. `precision="bf16"` stores weights in BF16
-    (run the model on BF16 channels-last input); SD-GASNet's box decode (`SDHead`) stays in float32. Outputs match
-    the unoptimized model to float32 rounding (tests/test_speed_equivalence.py); BF16 changes them by BF16 rounding.
-
-    Args:
-        model (nn.Module): an ultralytics-style detection model (sdgas or stock).
-        precision (str): "fp32" or "bf16".
-        channels_last (bool): convert weights to channels-last memory.
-        fuse (bool): call `model.fuse()` (False for a model fused otherwise, e.g. `unoptimized`).
-    """
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', not '{precision}'")
-    model.eval()
-    if fuse:
-        model.fuse(verbose=False)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    if precision == "bf16":
-        model.to(torch.bfloat16)  # SDHead casts its DFL kernel back and decodes in float32 (SDHead._inference)
-    return model
-
-
-def prepare_input(x: torch.Tensor, precision: str = "fp32", channels_last: bool = True) -> torch.Tensor:
-    """A (B, 3, H, W) float image batch in the dtype and memory format `optimize_for_cpu` expects."""
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x.bfloat16() if precision == "bf16" else x
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -172,17 +100,15 @@ def _synchronize(device):
 class TorchRunner:
     """One model in one PyTorch mode: `step(image)` runs it once and returns the four part latencies in ms."""
 
-    def __init__(self, model: nn.Module, mode: str, imgsz: int, device="cpu", fuse: bool = True):
+    def __init__(self, model: nn.Module, mode: str, imgsz: int, device="cpu"):
         self.mode, self.imgsz, self.device = mode, imgsz, device
         self.precision = {"torch-bf16": "bf16", "torch-fp16": "fp16"}.get(mode, "fp32")
         self.channels_last = torch.device(device).type == "cpu" and mode in ("torch", "torch-bf16")
         model = copy.deepcopy(model).to(device)
         if torch.device(device).type == "cpu":
-            optimize_for_cpu(model, self.precision, self.channels_last, fuse)
+            optimize_for_cpu(model, self.precision, self.channels_last)
         else:
-            model.eval()
-            if fuse:
-                model.fuse(verbose=False)
+            model.eval().fuse(verbose=False)
             if self.precision == "fp16":
                 model.half()
         self.model, self.head = model, detect_head(model)
@@ -238,14 +164,12 @@ class OnnxRunner:
     Session options: `ort_session_options`.
     """
 
-    def __init__(self, model: nn.Module, imgsz: int, threads: int, workdir: Path, name: str, fuse: bool = True):
+    def __init__(self, model: nn.Module, imgsz: int, threads: int, workdir: Path, name: str):
         import onnxruntime as ort
         from ultralytics.utils.export.engine import torch2onnx
 
         self.imgsz = imgsz
-        model = copy.deepcopy(model).eval()
-        if fuse:
-            model.fuse(verbose=False)
+        model = copy.deepcopy(model).eval().fuse(verbose=False)
         self.head = detect_head(model)
         return_raw_outputs(self.head)
         file = workdir / f"{Path(name).stem}-{abs(hash(name)) % 10**8}.onnx"
@@ -298,19 +222,9 @@ def load_model(name: str, nc: int = 6) -> nn.Module:
     return YOLO(name).model  # a stock YAML: built, not downloaded
 
 
-def unoptimized(model: nn.Module) -> nn.Module:
-    """The deploy form sdgas had before its CPU work: ultralytics' fusion only (CSA keeps unfold/fold).
-
-    Runners must not call `fuse()` on it again (they get fuse=False), which would switch the CSA.
-    """
-    from ultralytics.nn.tasks import DetectionModel
-
-    return DetectionModel.fuse(copy.deepcopy(model).eval(), verbose=False)
-
-
 def model_complexity(model: nn.Module, imgsz: int) -> dict:
     """Parameters and GFLOPs at imgsz of the fused model, the form that is timed and that ultralytics' model summary
-    and the paper report; so a model and its unoptimized deploy form get the same figures."""
+    and the paper report."""
     fused = copy.deepcopy(model).eval()
     fused.fuse(verbose=False)
     return {"params_M": round(sum(p.numel() for p in fused.parameters()) / 1e6, 3),
@@ -351,33 +265,14 @@ def summarize(values: list) -> dict:
             "p10": round(float(q[0]), 2), "p90": round(float(q[4]), 2), "n": int(a.size)}
 
 
-def tune_glibc_malloc() -> dict:
-    """Let glibc keep freed activation buffers (up to 32 MiB each) for reuse instead of returning them to the OS.
-
-    By default glibc serves blocks above a dynamic threshold with fresh mmap pages, so every run of a 640x640
-    model page-faults its large activations in again (a conv followed by SiLU on a 32x320x320 FP32 map: 12 ms
-    instead of 2 ms here). Raising the mmap and trim thresholds (as MALLOC_MMAP_THRESHOLD_ and
-    MALLOC_TRIM_THRESHOLD_ would) speeds up every model, peers included. Process-wide; returns the values set.
-    """
-    import ctypes
-    import ctypes.util
-
-    values = {"M_MMAP_THRESHOLD": 32 << 20, "M_TRIM_THRESHOLD": 256 << 20}
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name and platform.system() == "Linux" else None
-    if libc is None or not hasattr(libc, "mallopt"):
-        return {}
-    codes = {"M_MMAP_THRESHOLD": -3, "M_TRIM_THRESHOLD": -1}  # <malloc.h>
-    return {k: v for k, v in values.items() if libc.mallopt(codes[k], v) == 1}
-
-
 def environment(threads: int, device: str) -> dict:
     """What the figures depend on: CPU, its BF16 support, threads, library versions, load before the run."""
     import onnxruntime
     import ultralytics
+    from ultralytics.utils.cpu import CPUInfo
 
     flags = cpu_flags()
-    env = {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "device": device,
+    env = {"cpu": CPUInfo.name(), "cores": os.cpu_count(), "threads": threads, "device": device,
            "cpu_flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile",
                                         "amx_int8"}),
            "bf16_native": bf16_supported(), "torch": torch.__version__, "torch_cpu_capability":
@@ -393,25 +288,8 @@ def environment(threads: int, device: str) -> dict:
 # The benchmark
 
 
-def benchmark_device(device) -> str:
-    """A torch device string from ultralytics-style `device=` values ("cpu", 0, "0", "cuda:1"); a CUDA device on a
-    machine without one is an error here, not a torch driver traceback (or a silent CPU run) later."""
-    spec = str("cpu" if device is None or device == "" else device).strip().lower()
-    spec = f"cuda:{spec}" if spec.isdigit() else spec
-    try:
-        kind = torch.device(spec).type
-    except RuntimeError as e:
-        raise ValueError(f"benchmark device={device!r} is not a device: use cpu, a CUDA index (0) or cuda:N") from e
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"benchmark device={device!r} asks for a CUDA GPU, but torch finds none on this machine "
-                         "(torch.cuda.is_available() is False); use device=cpu")
-    if kind not in ("cpu", "cuda"):
-        raise ValueError(f"benchmark device={device!r}: only cpu and CUDA devices are supported")
-    return spec
-
-
 def benchmark(models=("sdgasnet.yaml",), peers=PEERS, modes=None, imgsz=640, rounds=50, warmup=10, threads=None,
-              device="cpu", source=None, reference=True, pause=0.05, max_other_load=0.15, nc=6, verbose=True) -> dict:
+              device="cpu", source=None, pause=0.05, max_other_load=0.15, nc=6, verbose=True) -> dict:
     """Time every (model, mode) pair once per round, interleaved, and summarize the per-part latencies.
 
     Args:
@@ -423,9 +301,8 @@ def benchmark(models=("sdgasnet.yaml",), peers=PEERS, modes=None, imgsz=640, rou
         imgsz (int): square input size.
         rounds (int): timed rounds; warmup (int): untimed rounds first.
         threads (int): torch and ONNX Runtime intra-op threads (default: `cpu_inference_threads()`, physical cores).
-        device (str | int): "cpu" or a CUDA device ("cuda:0", or ultralytics-style 0).
+        device (str | int): ultralytics-style: "cpu", or a CUDA device (0, "cuda:0").
         source (str): image to preprocess (default: ultralytics' bundled bus.jpg).
-        reference (bool): also time each sdgas model in its unoptimized deploy form.
         pause (float): seconds between runs, so one engine's idle threads do not slow the next.
         max_other_load (float): rounds in which other processes used more than this fraction of the CPU are
             discarded, provided at least a third of the rounds (and 5) remain.
@@ -436,33 +313,28 @@ def benchmark(models=("sdgasnet.yaml",), peers=PEERS, modes=None, imgsz=640, rou
     """
     import cv2
     from ultralytics.utils import ASSETS
+    from ultralytics.utils.torch_utils import select_device
 
-    device = benchmark_device(device)
+    device = str(select_device("cpu" if device in (None, "") else device, verbose=False))  # refuses a missing GPU
     threads = int(threads or cpu_inference_threads())
     torch.set_num_threads(threads)
     is_gpu = torch.device(device).type == "cuda"
     modes = tuple(modes or (GPU_MODES if is_gpu else tuple(m for m in CPU_MODES if m != "torch-bf16" or
                                                                 bf16_supported())))
     env = environment(threads, device)
-    env["malloc"] = tune_glibc_malloc()
     image = cv2.imread(str(source or ASSETS / "bus.jpg"))
     if image is None:
         raise FileNotFoundError(f"cannot read image '{source}'")
 
-    built = {}
-    for name in list(models) + list(peers):
-        built[name] = load_model(name, nc)
-        if reference and name in models:
-            built[name + REFERENCE_SUFFIX] = unoptimized(built[name])
+    built = {name: load_model(name, nc) for name in list(models) + list(peers)}
     complexity = {name: model_complexity(m, imgsz) for name, m in built.items()}
 
     runners = {}
     with tempfile.TemporaryDirectory() as workdir:
         for name, model in built.items():
-            fuse = not name.endswith(REFERENCE_SUFFIX)
             for mode in modes:
-                runners[(name, mode)] = (OnnxRunner(model, imgsz, threads, Path(workdir), name, fuse) if mode == "onnx"
-                                         else TorchRunner(model, mode, imgsz, device, fuse))
+                runners[(name, mode)] = (OnnxRunner(model, imgsz, threads, Path(workdir), name) if mode == "onnx"
+                                         else TorchRunner(model, mode, imgsz, device))
         samples = {key: [] for key in runners}
         load, other = CpuLoad(), []
         keys = list(runners)
@@ -525,8 +397,7 @@ def markdown(report: dict) -> str:
              f"{env['ultralytics']}. {settings['rounds']} interleaved rounds after {settings['warmup']} warm-up, "
              f"{env['rounds_kept']} kept ({env['rounds_clean']} with other processes below "
              f"{settings['max_other_load']:.0%} CPU); load average before {env['loadavg_before']}, after "
-             f"{env['loadavg_after']}. CPU flags: {', '.join(env['cpu_flags'])}. malloc: "
-             f"{env.get('malloc') or 'glibc defaults'}.", "",
+             f"{env['loadavg_after']}. CPU flags: {', '.join(env['cpu_flags'])}.", "",
              "Total latency per image (preprocess + inference + DFL decode + NMS), median ms [p25-p75], and the median "
              f"as a multiple of {BASELINE.replace('.yaml', '')} in the same mode:", "",
              "| model | params M | GFLOPs | " + " | ".join(MODE_TITLES.get(m, m) for m in modes) + " |",
@@ -562,9 +433,7 @@ RepVGG; for SD-GASNet also the unfold/fold-free CSA, the banded stage-0 blocks a
 convolutions), channels-last as ultralytics' AutoBackend runs them on x86 CPUs, and for BF16 `optimize_for_cpu(model, \
 "bf16")` (BF16 weights and activations; SD-GASNet decodes boxes in float32). ONNX Runtime runs the same fused graph \
 (raw outputs) with ORT_ENABLE_ALL and worker threads that spin between nodes but stop when a run ends \
-(`ort_session_options`). glibc malloc keeps freed buffers up to 32 MiB for reuse (`tune_glibc_malloc`) for all models \
-alike. "(unoptimized)" is SD-GASNet as sdgas deployed it before this work: ultralytics' fusion only, with the CSA's \
-unfold/fold and F.linear. Peers are stock ultralytics models built from their YAMLs with random weights; with random \
+(`ort_session_options`); glibc's malloc keeps its defaults, as in `sdgas predict`. Peers are stock ultralytics models built from their YAMLs with random weights; with random \
 weights few boxes pass the confidence threshold, so NMS is cheap for every model."""
 
 
@@ -588,10 +457,10 @@ def _as_list(value) -> list:
 
 def cli(overrides: dict) -> int:
     """`sdgas benchmark key=value ...`: model=, peers=, modes=, imgsz=, rounds=, warmup=, threads=, device=, source=,
-    reference=, out= (writes out.json and out.md; default runs/benchmark/speed)."""
+    out= (writes out.json and out.md; default runs/benchmark/speed)."""
     convert = {"imgsz": int, "rounds": int, "warmup": int, "nc": int, "pause": float, "max_other_load": float,
-               "reference": bool, "threads": lambda v: int(v) if v else None, "source": lambda v: v,
-               "device": lambda v: v,  # as given: benchmark() resolves it (benchmark_device)
+               "threads": lambda v: int(v) if v else None, "source": lambda v: v,
+               "device": lambda v: v,  # as given: benchmark() resolves it (ultralytics' select_device)
                "peers": _as_list, "modes": lambda v: _as_list(v) or None}
     known = {"model", "out", *convert}
     unknown = set(overrides) - known

@@ -30,6 +30,22 @@ def use_cpu_inference_threads(device) -> None:
         torch.set_num_threads(cpu_inference_threads())
 
 
+def cpu_flags() -> set:
+    """The CPU feature flags of this machine (/proc/cpuinfo; empty where unavailable)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return set()
+    return set(next((line.split(":", 1)[1] for line in lines if line.startswith("flags")), "").split())
+
+
+def bf16_supported() -> bool:
+    """Whether this CPU runs BF16 matmuls and convolutions natively (AVX512-BF16 or AMX), as oneDNN needs."""
+    import torch
+
+    return torch.backends.mkldnn.is_available() and bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
 def _find_cfg_dir() -> Path:
     """The cfg/ tree: inside the package when installed as a wheel, beside it in a source checkout."""
     for candidate in (PACKAGE_DIR / "cfg", PACKAGE_DIR.parent / "cfg"):

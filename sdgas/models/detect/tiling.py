@@ -24,7 +24,7 @@ import torch
 from torchvision.ops import batched_nms
 
 from sdgas.data.check import list_images
-from sdgas.models.detect.val import coco_evaluator, per_image_stats
+from sdgas.models.detect.val import per_image_stats
 
 OVERLAP = 0.2  # share of a window shared with its neighbour
 SEAM_IOS = 0.5  # intersection over the smaller box above which a box cut by a window edge is fused into the other
@@ -180,11 +180,9 @@ def tiled_val(model, validator, size: int, **kwargs):
         records.append((cls, boxes, det))
     validator.inspect(per_image_stats(validator.metrics.stats))
     validator.metrics.process(save_dir=validator.save_dir, plot=False)
-    evaluator = coco_evaluator()
-    if evaluator:
-        validator.gdict, dt = coco_dicts(records, model.names)
-        validator.metrics.coco_stats = validator._run_cocoeval(evaluator, dt, validator.gdict)
-        validator.metrics.coco = {k: validator.metrics.coco_stats[k] for k in validator.metrics.coco}
+    validator.gdict, dt = coco_dicts(records, model.names)
+    validator.metrics.coco_stats = validator.run_cocoeval(dt, validator.gdict)
+    validator.metrics.coco = {k: validator.metrics.coco_stats[k] for k in validator.metrics.coco}
     validator.print_results()
     return validator.metrics
 

@@ -3,7 +3,7 @@
 Every validation (standalone `sdgas val`, each training epoch, the final validation of best.pt) evaluates the
 predictions with a field-standard COCO evaluator on any YOLO-format dataset: ultralytics builds the COCO ground truth
 in memory from the YOLO labels (boxes in original-image pixels, so the 32²/96² area ranges are COCO's), and
-faster-coco-eval (else pycocotools; neither is ever auto-installed) computes the 12 COCO numbers. The six AP numbers
+faster-coco-eval (a dependency, never auto-installed) computes the 12 COCO numbers. The six AP numbers
 join ultralytics' stats as `metrics/AP(B)` ... `metrics/APl(B)`, hence results.csv; -1 means no ground truth in
 that size range (COCO's convention).
 
@@ -24,6 +24,7 @@ import json
 import math
 from pathlib import Path
 
+from faster_coco_eval import COCO, COCOeval_faster
 from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.utils import LOGGER, RANK, nms
 from ultralytics.utils.metrics import DetMetrics
@@ -44,20 +45,6 @@ def apply_paper_eval(args: dict) -> dict:
     if args.pop("paper_eval", False):
         args.update(PAPER_EVAL)
     return args
-
-
-def coco_evaluator():
-    """The available COCO evaluator, faster-coco-eval preferred: (name, COCO, COCOeval) or None; never installs."""
-    with contextlib.suppress(ImportError):
-        from faster_coco_eval import COCO, COCOeval_faster
-
-        return "faster-coco-eval", COCO, COCOeval_faster
-    with contextlib.suppress(ImportError):
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-
-        return "pycocotools", COCO, COCOeval
-    return None
 
 
 def label_exact_boxes(gt: dict) -> dict:
@@ -209,7 +196,7 @@ class SDGASValidator(DetectionValidator):
             LOGGER.info(f"Params {c['params'] / 1e6:.2f}M, GFLOPs {c['GFLOPs']:.1f} (fused model at 640x640)")
 
     def coco_evaluate(self, stats, pred_json, anno_json, iou_types="bbox", suffix="Box") -> dict:
-        """COCO-evaluate the predictions with faster-coco-eval or pycocotools and add the six AP numbers to `stats`.
+        """COCO-evaluate the predictions with faster-coco-eval and add the six AP numbers to `stats`.
 
         Handles the in-memory ground truth ultralytics builds for any YOLO dataset and COCO's own annotation file;
         LVIS stays with ultralytics. Never calls check_requirements (which may pip-install).
@@ -219,38 +206,23 @@ class SDGASValidator(DetectionValidator):
         if self.jdict and (self.gdict or self.is_coco):
             if self.gdict:
                 label_exact_boxes(self.gdict)
-            evaluator = coco_evaluator()
-            if evaluator is None:
-                LOGGER.warning("COCO metrics skipped: neither faster-coco-eval nor pycocotools is installed "
-                               "(pip install faster-coco-eval)")
-            else:
-                try:
-                    self.metrics.coco_stats = self._run_cocoeval(evaluator, pred_json, anno_json)
-                except Exception as e:  # a COCO failure must not end a training run, as in ultralytics
-                    LOGGER.warning(f"{evaluator[0]} unable to run: {e}")
+            try:
+                self.metrics.coco_stats = self.run_cocoeval(pred_json, anno_json)
+            except Exception as e:  # a COCO failure must not end a training run, as in ultralytics
+                LOGGER.warning(f"faster-coco-eval unable to run: {e}")
         self.metrics.coco = {k: self.metrics.coco_stats.get(k, 0.0) for k in COCO_AP}
         stats.update({f"metrics/{k}(B)": v for k, v in self.metrics.coco.items()})
         return stats
 
-    def _run_cocoeval(self, evaluator, pred_json, anno_json) -> dict:
+    def run_cocoeval(self, pred_json, anno_json) -> dict:
         """Run one COCO bbox evaluation; returns the 12 summary numbers by name."""
-        name, COCO, COCOeval = evaluator
         if self.gdict:
             img_ids = [image["id"] for image in self.gdict["images"]]
         else:
             img_ids = [int(Path(x).stem) for x in self.dataloader.dataset.im_files]
-        if name == "faster-coco-eval":
-            gt = COCO(anno_json if isinstance(anno_json, dict) else str(anno_json))
-            dt = gt.loadRes(pred_json if isinstance(pred_json, list) else str(pred_json))
-            cocoeval = COCOeval(gt, dt, iouType="bbox", print_function=LOGGER.info if not self.training else _mute)
-        else:  # pycocotools: no dict constructor; its progress messages go to stdout
-            with contextlib.redirect_stdout(io.StringIO()):
-                gt = COCO(None if isinstance(anno_json, dict) else str(anno_json))
-                if isinstance(anno_json, dict):
-                    gt.dataset = anno_json
-                    gt.createIndex()
-                dt = gt.loadRes(pred_json if isinstance(pred_json, list) else str(pred_json))
-            cocoeval = COCOeval(gt, dt, iouType="bbox")
+        gt = COCO(anno_json if isinstance(anno_json, dict) else str(anno_json))
+        dt = gt.loadRes(pred_json if isinstance(pred_json, list) else str(pred_json))
+        cocoeval = COCOeval_faster(gt, dt, iouType="bbox", print_function=LOGGER.info if not self.training else _mute)
         cocoeval.params.imgIds = img_ids
         summary = io.StringIO()
         with contextlib.redirect_stdout(summary):
@@ -261,7 +233,7 @@ class SDGASValidator(DetectionValidator):
             LOGGER.info(summary.getvalue().rstrip())
         coco_stats = dict(zip(COCO_AP + COCO_AR, (float(x) for x in cocoeval.stats[:12])))
         if not self.training:
-            LOGGER.info(f"COCO ({name}): " + "  ".join(f"{k} {coco_stats[k]:.3f}" for k in COCO_AP))
+            LOGGER.info("COCO (faster-coco-eval): " + "  ".join(f"{k} {coco_stats[k]:.3f}" for k in COCO_AP))
         return coco_stats
 
     def save_results_csv(self, stats: dict) -> None:
