@@ -31,7 +31,7 @@ import torch
 
 from sdgas import SDGAS
 from sdgas.models.detect import SDGASTrainer
-from sdgas.utils.amp import offline_amp_check
+from sdgas.models.detect.amp import offline_amp_check
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {k: os.environ.get(k, v) for k, v in {

@@ -17,7 +17,7 @@ from ultralytics.cfg import handle_yolo_settings, merge_equals_args, parse_key_v
 
 from sdgas import __version__
 from sdgas.engine.model import SDGAS
-from sdgas.utils import CFG_DIR, sdgas_default_cfg, sdgas_only_keys
+from sdgas.utils import CFG_DIR, sdgas_default_cfg, sdgas_only_keys, strip_sdgas_keys
 
 MODEL_MODES = ("train", "val", "predict", "export")
 # sdgas' own commands: "module:function", called with the parsed key=value dict, returning an exit code
@@ -28,6 +28,7 @@ TOOL_COMMANDS = {
     "heatmap": "sdgas.tools.heatmap:cli",
 }
 DEFAULT_MODEL = {"train": "sdgasnet.yaml"}
+MODE_KEYS = {"val": ("paper_eval", "recall", "escape_rate", "tile"), "predict": ("tile",)}  # sdgas keys beyond train
 
 
 def usage() -> str:
@@ -75,10 +76,8 @@ def run_model_mode(mode: str, overrides: dict):
     trust = overrides.pop("trust", False)  # opt out of the checkpoint allow-list for this model file
     if model is None:
         raise ValueError(f"'sdgas {mode}' needs model=, e.g. model=runs/detect/train/weights/best.pt")
-    if mode != "train":
-        keep = {"val": {"paper_eval", "recall", "escape_rate", "tile"}, "predict": {"tile"}}.get(mode, set())
-        for key in (sdgas_only_keys() - keep) & overrides.keys():  # training-only keys: stock modes reject them
-            overrides.pop(key)
+    if mode != "train":  # training-only keys: stock modes reject them
+        overrides = strip_sdgas_keys(overrides, keep=MODE_KEYS.get(mode, ()))
     if mode == "predict":
         overrides.setdefault("save", True)  # as `yolo predict`: ultralytics saves by default only for its own CLI
     getattr(SDGAS(model, trust=trust), mode)(**overrides)

@@ -21,7 +21,7 @@ from random_weights import randomised
 from sdgas.nn.distill_model import SelfDistillModel, cls_kd, dfl_kd, feat_kd, tempered_divergence
 from sdgas.nn.tasks import SDGASDetectionModel
 from sdgas.utils import DEMO_DATA, sdgas_default_cfg
-from sdgas.utils.amp import AMP_RTOL, amp_errors, check_amp_offline, offline_amp_check
+from sdgas.models.detect.amp import AMP_RTOL, amp_errors, check_amp_offline, offline_amp_check
 
 IMGSZ = 128
 DEMO_TRAIN = DEMO_DATA.parent / "neu-det-demo"

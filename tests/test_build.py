@@ -8,7 +8,7 @@ from ultralytics.cfg import get_cfg
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.torch_utils import get_flops
 
-from sdgas.nn.loss import GIoUBboxLoss, VarifocalBCE
+from sdgas.nn.loss import GIoUBboxLoss, VarifocalBCE, loss_settings
 from sdgas.nn.modules import SDHead
 from sdgas.nn.tasks import SDGASDetectionModel
 from sdgas.utils import MODELS_DIR, sdgas_default_cfg
@@ -85,7 +85,7 @@ def _stock_yaml(name):
     return d
 
 
-def test_loss_settings_from_yaml_and_arguments(sdgasnet):
+def test_loss_settings_from_defaults_and_arguments(sdgasnet):
     model = copy.deepcopy(sdgasnet)
     model.args = get_cfg(sdgas_default_cfg())
     criterion = model.init_criterion()
@@ -96,6 +96,9 @@ def test_loss_settings_from_yaml_and_arguments(sdgasnet):
     criterion = model.init_criterion()
     assert isinstance(criterion.bce, torch.nn.BCEWithLogitsLoss) and not isinstance(criterion.bbox_loss, GIoUBboxLoss)
     assert criterion.assigner.topk == 10
+    model.args = {"imgsz": 640}  # a checkpoint's arguments from before the loss keys: cfg/default.yaml fills them
+    assert vars(loss_settings(model)) == {"cls_loss": "vfl", "iou_loss": "giou", "tal_topk": 13, "tal_alpha": 1.0,
+                                          "tal_beta": 6.0}
 
 
 def test_varifocal_matches_hand_computation():

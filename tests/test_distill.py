@@ -22,7 +22,7 @@ from ultralytics.nn.tasks import DetectionModel
 
 from sdgas import SDGAS
 from sdgas.cli import check_arguments
-from sdgas.nn.distill_model import (KD_DEFAULTS, KD_LOSS_NAMES, SelfDistillModel, cls_kd, dfl_kd, feat_kd,
+from sdgas.nn.distill_model import (KD_LOSS_NAMES, SelfDistillModel, cls_kd, dfl_kd, feat_kd,
                                          kd_alpha, kd_settings, tempered_divergence)
 from sdgas.nn.tasks import SDGASDetectionModel
 from sdgas.utils import sdgas_default_cfg
@@ -124,7 +124,7 @@ def test_kd_arguments_defaults_validation_and_cli():
     """Official defaults; Table 8/9 choices validated; the CLI accepts and type-checks every kd key."""
     s = kd_settings(get_cfg(sdgas_default_cfg()))
     assert (s.loss, s.scope, s.t, s.cls, s.dfl, s.feat, s.alpha_min) == ("ekl", "neck", 30.0, 2.0, 1.0, 10.0, 0.01)
-    assert kd_settings({}).t == KD_DEFAULTS["kd_t"]
+    assert kd_settings({}).t == sdgas_default_cfg()["kd_t"] == 30.0  # the official temperature
     for bad in ({"kd_loss": "js"}, {"kd_scope": "backbone"}, {"kd_t": 0}, {"kd_alpha_min": 2}):
         with pytest.raises(ValueError):
             kd_settings(bad)

@@ -25,26 +25,24 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from ultralytics.nn.distill_model import DistillationModel
-from ultralytics.nn.modules import Detect
 from ultralytics.nn.tasks import load_checkpoint
 from ultralytics.utils import LOGGER, IterableSimpleNamespace
 
-# Official values (official-arch.md §6, §13.8); the paper's alpha floor is 0 (§3.4.1)
-KD_DEFAULTS = {"kd_loss": "ekl", "kd_scope": "neck", "kd_t": 30.0, "kd_cls": 2.0, "kd_dfl": 1.0, "kd_feat": 10.0,
-               "kd_feat_t": 1.0, "kd_alpha_min": 0.01}
+from sdgas.nn.tasks import detect_head
+from sdgas.utils import sdgas_setting
+
+KD_KEYS = ("kd_loss", "kd_scope", "kd_t", "kd_cls", "kd_dfl", "kd_feat", "kd_feat_t", "kd_alpha_min")  # cfg/default.yaml
 KD_LOSSES = ("ekl", "kl", "ce", "mse")  # paper Table 8: enhanced KL (ours), KL, CE, MSE
 KD_SCOPES = ("neck", "head")  # paper Table 9: "Neck KD" (neck features + head) and "Head KD"
 KD_LOSS_NAMES = ("kd_cls", "kd_dfl", "kd_feat")
 
 
 def kd_settings(args) -> IterableSimpleNamespace:
-    """The distillation arguments (cfg/default.yaml kd_* keys) with official defaults for missing/None values.
+    """The distillation arguments (kd_* keys), with cfg/default.yaml's values for missing or None ones.
 
     An ultralytics namespace (not types.SimpleNamespace) so that checkpoints holding it pass sdgas' safe loader.
     """
-    args = dict(args) if isinstance(args, dict) else vars(args) if args is not None else {}
-    s = IterableSimpleNamespace(**{k[3:]: args.get(k) if args.get(k) is not None else v
-                                   for k, v in KD_DEFAULTS.items()})
+    s = IterableSimpleNamespace(**{k[3:]: sdgas_setting(args, k) for k in KD_KEYS})
     s.loss, s.scope = str(s.loss).lower(), str(s.scope).lower()
     if s.loss not in KD_LOSSES:
         raise ValueError(f"kd_loss='{s.loss}' is not one of {', '.join(KD_LOSSES)} (paper Table 8)")
@@ -154,14 +152,6 @@ def feat_kd(s_feat, t_feat, temperature: float = 1.0, kind: str = "kl") -> torch
     """
     n, c = t_feat.shape[:2]
     return tempered_divergence(s_feat.flatten(2), t_feat.flatten(2), temperature, kind, dim=-1).sum() / (n * c)
-
-
-def detect_head(model: nn.Module) -> Detect:
-    """The Detect head (SDHead or a stock one) of a detection model, else a clear error."""
-    head = next((m for m in getattr(model, "model", []) if isinstance(m, Detect)), None)
-    if head is None:
-        raise ValueError(f"{type(model).__name__} has no Detect head; the teacher must be a detection model")
-    return head
 
 
 def load_teacher(teacher, student: nn.Module) -> nn.Module:

@@ -13,7 +13,9 @@ from ultralytics.utils.loss import BboxLoss, v8DetectionLoss
 from ultralytics.utils.metrics import bbox_iou
 from ultralytics.utils.tal import TaskAlignedAssigner, bbox2dist
 
-LOSS_DEFAULTS = {"cls_loss": "vfl", "iou_loss": "giou", "tal_topk": 13, "tal_alpha": 1.0, "tal_beta": 6.0}
+from sdgas.utils import sdgas_setting
+
+LOSS_KEYS = ("cls_loss", "iou_loss", "tal_topk", "tal_alpha", "tal_beta")  # defaults: cfg/default.yaml
 
 
 class VarifocalBCE(nn.Module):
@@ -50,16 +52,10 @@ class GIoUBboxLoss(BboxLoss):
 
 
 def loss_settings(model) -> SimpleNamespace:
-    """Effective loss settings: train arguments, else the model YAML's `loss:` block, else the official values.
-
-    sdgas defaults these keys to None (cfg/default.yaml), so a value in the arguments was set by the user.
-    The gains box/cls/dfl are ordinary train arguments with the official values as sdgas defaults.
-    """
-    yaml_loss = getattr(model, "yaml", {}).get("loss", {}) or {}
+    """The loss form of a model's train arguments, with cfg/default.yaml's values for keys they lack (a checkpoint's
+    arguments may predate a key). The gains box/cls/dfl are ordinary train arguments."""
     args = getattr(model, "args", None)
-    args = vars(args) if isinstance(args, SimpleNamespace) else (args or {})
-    chosen = {k: args.get(k) if args.get(k) is not None else yaml_loss.get(k, v) for k, v in LOSS_DEFAULTS.items()}
-    return SimpleNamespace(**chosen)
+    return SimpleNamespace(**{k: sdgas_setting(args, k) for k in LOSS_KEYS})
 
 
 class SDDetectionLoss(v8DetectionLoss):

@@ -155,6 +155,14 @@ class SDGASDetectionModel(DetectionModel):
         return Path(self.yaml.get("yaml_file", "sdgasnet.yaml")).stem
 
 
+def detect_head(model: nn.Module) -> Detect:
+    """The Detect head (SDHead or a stock one) of a detection model, else a clear error."""
+    head = next((m for m in getattr(model, "model", []) if isinstance(m, Detect)), None)
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no Detect head; an sdgas model needs one")
+    return head
+
+
 def model_gflops(model: nn.Module, imgsz: int = 640) -> float:
     """ultralytics' GFLOPs count (module hooks) of a model, fused or not.
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from sdgas.engine.model import SDGAS
-from sdgas.nn.tasks import SDGASDetectionModel, model_gflops, optimize_for_cpu, prepare_input
+from sdgas.nn.tasks import SDGASDetectionModel, detect_head, model_gflops, optimize_for_cpu, prepare_input
 from sdgas.utils import MODELS_DIR, bf16_supported, cpu_flags, cpu_inference_threads
 
 PEERS = ("yolov8n.yaml", "yolov8s.yaml", "yolo11n.yaml", "yolo11s.yaml", "yolov10s.yaml", "yolo26s.yaml")
@@ -44,11 +44,6 @@ PARTS = ("preprocess", "inference", "decode", "nms")
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Split timing: preprocess, inference (raw head outputs), DFL decode, NMS
-
-
-def detect_head(model: nn.Module) -> nn.Module:
-    """The Detect head (last layer) of an ultralytics-style detection model."""
-    return model.model[-1]
 
 
 def return_raw_outputs(head: nn.Module):

@@ -15,6 +15,7 @@ import torch
 from ultralytics.data.augment import LetterBox
 
 from sdgas.engine.model import DEMO_IMAGES, SDGAS
+from sdgas.nn.tasks import detect_head
 
 
 def load_image(path, imgsz: int):
@@ -34,7 +35,7 @@ def neck_gradcam(model, tensor: torch.Tensor, topk: int = 100) -> list:
     among that level's anchors. (One target over all anchors would leave the coarse levels blank on small images,
     where the top-k all sit on the finest grid.)
     """
-    head = model.model[-1]
+    head = detect_head(model)
     taps = [model.model[i] for i in head.f]
     features = {}
     hooks = [m.register_forward_hook(lambda mod, inp, out, i=i: features.__setitem__(i, out)) for i, m in

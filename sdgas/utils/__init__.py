@@ -1,6 +1,7 @@
 """Paths and lookups shared across sdgas."""
 
 import os
+from functools import lru_cache
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -76,16 +77,38 @@ def resolve_cfg_file(name, folder: Path, kind: str) -> Path:
                             f"packaged {kind}s: {available})")
 
 
-def sdgas_default_cfg() -> dict:
-    """ultralytics' default arguments extended by sdgas' own keys (cfg/default.yaml)."""
-    from ultralytics.cfg import DEFAULT_CFG_DICT
+@lru_cache(maxsize=1)
+def _sdgas_cfg() -> dict:
     from ultralytics.utils import YAML
 
-    return {**DEFAULT_CFG_DICT, **YAML.load(CFG_DIR / "default.yaml")}
+    return YAML.load(CFG_DIR / "default.yaml")
+
+
+def sdgas_default_cfg() -> dict:
+    """ultralytics' default arguments extended by sdgas' own keys (cfg/default.yaml, the one home of every default)."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return {**DEFAULT_CFG_DICT, **_sdgas_cfg()}
 
 
 def sdgas_only_keys() -> set:
     """Keys sdgas adds to ultralytics' arguments; stripped before stock validators/predictors/exporters see them."""
-    from ultralytics.cfg import DEFAULT_CFG_DICT
+    return set(_sdgas_cfg())
 
-    return set(sdgas_default_cfg()) - set(DEFAULT_CFG_DICT)
+
+def sdgas_setting(args, key: str):
+    """An sdgas argument from `args` (a dict or namespace, possibly without the key), else its cfg/default.yaml value."""
+    value = (args if isinstance(args, dict) else vars(args) if args is not None else {}).get(key)
+    return _sdgas_cfg()[key] if value is None else value
+
+
+def strip_sdgas_keys(args, keep=()):
+    """A copy of the arguments (a dict or namespace) without sdgas' own keys, except `keep`: stock validators,
+    predictors and exporters reject keys they do not know."""
+    from copy import copy
+
+    args = copy(args)
+    fields = args if isinstance(args, dict) else vars(args)
+    for key in sdgas_only_keys() - set(keep):
+        fields.pop(key, None)
+    return args

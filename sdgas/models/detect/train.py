@@ -27,11 +27,11 @@ from sdgas.io.saving import (
     staged_checkpoint_writes,
     truncate_results_csv,
 )
-from sdgas.models.detect.val import PAPER_EVAL, SDGASValidator
+from sdgas.models.detect.val import SDGASValidator, apply_paper_eval
 from sdgas.nn.distill_model import KD_LOSS_NAMES, SelfDistillModel, kd_alpha
 from sdgas.nn.tasks import SDGASDetectionModel
-from sdgas.utils import sdgas_default_cfg, sdgas_only_keys
-from sdgas.utils.amp import offline_amp_check
+from sdgas.utils import sdgas_default_cfg, strip_sdgas_keys
+from sdgas.models.detect.amp import offline_amp_check
 from sdgas.utils.malloc import keep_freed_memory
 
 
@@ -61,9 +61,9 @@ class SDGASTrainer(DetectionTrainer):
         """SDGASValidator with the arguments stripped of sdgas-only keys (stock validators reject unknown keys)."""
 
         self.loss_names = ("box_loss", "cls_loss", "dfl_loss") + (KD_LOSS_NAMES if self.args.distill_model else ())
-        args = strip_sdgas_keys(self.args)
-        if getattr(self.args, "paper_eval", False):  # the paper's conf/iou/max_det for every validation
-            vars(args).update(PAPER_EVAL)
+        args = copy(self.args)
+        apply_paper_eval(vars(args))  # paper_eval=True: the paper's conf/iou/max_det for every validation
+        args = strip_sdgas_keys(args)
         return SDGASValidator(self.test_loader, save_dir=self.save_dir, args=args, _callbacks=self.callbacks)
 
     def build_optimizer(self, model, name="auto", lr=0.001, momentum=0.9, decay=1e-5, iterations=1e5):
@@ -174,7 +174,7 @@ class SDGASTrainer(DetectionTrainer):
         self.start_epoch = self.epochs
 
     def _setup_train(self):
-        """ultralytics' setup, with AMP checked on this model offline (sdgas/utils/amp.py); signals a resumed run
+        """ultralytics' setup, with AMP checked on this model offline (sdgas/models/detect/amp.py); signals a resumed run
         that has no epoch left to train."""
         with offline_amp_check():
             super()._setup_train()
@@ -215,10 +215,3 @@ def carry_trust(overrides):
             overrides["trust"] = True
     return overrides
 
-
-def strip_sdgas_keys(args):
-    """A copy of the arguments without sdgas-only keys."""
-    args = copy(args)
-    for key in sdgas_only_keys():
-        args.__dict__.pop(key, None) if hasattr(args, "__dict__") else args.pop(key, None)
-    return args

@@ -14,6 +14,7 @@ import torch
 from ultralytics.utils import LOGGER, colorstr
 from ultralytics.utils.torch_utils import unwrap_model
 
+from sdgas.nn.tasks import detect_head
 from sdgas.utils import DATASETS_DIR
 
 AMP_IMAGE = DATASETS_DIR / "neu-det-demo" / "images" / "val" / "crazing_100.jpg"
@@ -31,7 +32,7 @@ def image_batch(device, imgsz: int = AMP_IMGSZ, n: int = 2) -> torch.Tensor:
 
 def head_io(model, im) -> list:
     """The head's inputs (neck outputs) and its raw outputs, from one training-mode forward without gradients."""
-    head, seen = model.model[-1], []
+    head, seen = detect_head(model), []
     handle = head.register_forward_hook(lambda m, args, out: seen.extend([*args[0], out["boxes"], out["scores"]]))
     try:
         with torch.no_grad():
