@@ -2,7 +2,7 @@
 
 Counts: parameters as built (training form) and after `fuse()` (RepVGG reparameterized, Conv+BN folded), GFLOPs at
 640x640 by ultralytics' own counter (ultralytics-thop, as `model.info()` prints). Official figures are the
-authors' code measured with thop 0.1.1 after fusion (official-arch.md §10); the paper's parameter figures sit about
+authors' code measured with thop 0.1.1 after fusion (docs/official-arch.md §10); the paper's parameter figures sit about
 1 M below what that code builds.
 
     python benchmarks/complexity.py [--nc 6] [--out docs/complexity]   # writes complexity.json and complexity.md

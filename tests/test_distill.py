@@ -1,4 +1,4 @@
-"""Stage 2, teacher-guided distillation (issue 4; paper §3.3-3.4, Tables 8-9; official-arch.md §5-6).
+"""Stage 2, teacher-guided distillation (issue 4; paper §3.3-3.4, Tables 8-9; docs/official-arch.md §5-6).
 
 Unit tests of the KD losses and the alpha schedule against hand computations, the SelfDistillModel wrapper on real
 SD-GASNet models, and the trainer wiring on a small real NEU-DET subset at imgsz 64: the two-stage recipe, the

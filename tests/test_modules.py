@@ -37,7 +37,7 @@ def test_csa_handles_odd_sizes():
 
 
 def test_backbone_stage_parameter_counts():
-    """Per-stage parameters equal the official e_lvt_ds build (official-arch.md §2)."""
+    """Per-stage parameters equal the official e_lvt_ds build (docs/official-arch.md §2)."""
     stages = [LVTStage(3, 64, 1, "csa", 4, 1, "stem"), LVTStage(64, 64, 1, "sra", 8, 4, "patch"),
               LVTStage(64, 160, 2, "sra", 4, 2, "patch"), LVTStage(160, 256, 2, "sra", 4, 1, "patch")]
     counts = [sum(p.numel() for p in s.parameters()) / 1e6 for s in stages]

@@ -1,12 +1,12 @@
-"""Stage 2 of SD-GASNet: teacher-guided distillation with the enhanced KL (paper §3.3-3.4, official-arch.md §5-6).
+"""Stage 2 of SD-GASNet: teacher-guided distillation with the enhanced KL (paper §3.3-3.4, docs/official-arch.md §5-6).
 
-Built on ultralytics' `DistillationModel` (ultralytics-integration.md §3), which already keeps the teacher frozen, in
+Built on ultralytics' `DistillationModel` (docs/ultralytics-integration.md §3), which already keeps the teacher frozen, in
 eval mode, out of the EMA and out of checkpoints, and hooks the three neck outputs that feed the head. Only the loss
 and the feature adapter differ:
 
     L = L_gt + cls * kd_cls * a * KD_cls + dfl * kd_dfl * a * KD_dfl + kd_feat * a * KD_feat
 
-as the authors' code weights it (official-arch.md §5: 1.0*(VFL + 2.0*a*KD_cls) + 0.5*(DFL + 1.0*a*KD_dfl) +
+as the authors' code weights it (docs/official-arch.md §5: 1.0*(VFL + 2.0*a*KD_cls) + 0.5*(DFL + 1.0*a*KD_dfl) +
 10*a*KD_feat). L_gt is the stage-1 loss (VFL + GIoU + DFL). `a` is the enhanced-KL weight: it decays by cosine from 1 to
 `kd_alpha_min` over the epochs with the enhanced KL (`kd_loss=ekl`) and is 1 for the Table 8 alternatives. The IoU
 branch is never distilled (paper §3.3).
@@ -60,7 +60,7 @@ def kd_settings(args) -> IterableSimpleNamespace:
 def kd_alpha(epoch: float, epochs: int, floor: float = 0.01) -> float:
     """Enhanced-KL weight at `epoch` (0-based) of `epochs`: cosine from 1 at epoch 0 to `floor` at epoch `epochs`.
 
-    official-arch.md §6: a(e) = 1 + (floor - 1) * (1 - cos(pi * e / E)) / 2, epoch-wise (YOLOv6's distillation decay);
+    docs/official-arch.md §6: a(e) = 1 + (floor - 1) * (1 - cos(pi * e / E)) / 2, epoch-wise (YOLOv6's distillation decay);
     paper §3.4.1 decays to 0, the official code to 0.01.
     """
     e = min(max(float(epoch), 0.0), float(epochs)) / max(epochs, 1)
@@ -79,7 +79,7 @@ def exp_minus_linear(x: torch.Tensor) -> torch.Tensor:
 
 
 def tempered_divergence(s_logits, t_logits, temperature: float, kind: str = "kl", dim: int = -1) -> torch.Tensor:
-    """T^2 * D(softmax(t / T) || softmax(s / T)) along `dim` (official `distill_loss_cls/dfl`, official-arch.md §6).
+    """T^2 * D(softmax(t / T) || softmax(s / T)) along `dim` (official `distill_loss_cls/dfl`, docs/official-arch.md §6).
 
     D (paper §3.4.1, Table 8): 'kl'/'ekl' KL(teacher || student), the official direction (the enhanced KL's alpha is
     applied by the caller); 'ce' the soft cross-entropy -sum p_t log p_s = KL + the teacher's entropy (same
@@ -116,7 +116,7 @@ def tempered_divergence(s_logits, t_logits, temperature: float, kind: str = "kl"
 
 def cls_kd(s_scores, t_scores, temperature: float = 30.0, kind: str = "kl") -> torch.Tensor:
     """Classification KD on (B, nc, A) raw logits: tempered softmax over the classes of the sigmoid scores, summed
-    over all B * A anchors with no normalisation (official `distill_loss_cls`, reduction='sum', official-arch.md §6).
+    over all B * A anchors with no normalisation (official `distill_loss_cls`, reduction='sum', docs/official-arch.md §6).
     """
     return tempered_divergence(s_scores.float().sigmoid(), t_scores.float().sigmoid(), temperature, kind, dim=1).sum()
 
@@ -124,14 +124,14 @@ def cls_kd(s_scores, t_scores, temperature: float = 30.0, kind: str = "kl") -> t
 def dfl_kd(s_boxes, t_boxes, fg_mask, temperature: float = 30.0, kind: str = "kl") -> torch.Tensor:
     """DFL KD on the positives: (B, 4 * R, A) raw bin logits, fg_mask (B, A); mean over (positive anchor, side).
 
-    official `distill_loss_dfl` (official-arch.md §6; its bbox_weight / sum(q) weighting sums to 1). The bins of both
+    official `distill_loss_dfl` (docs/official-arch.md §6; its bbox_weight / sum(q) weighting sums to 1). The bins of both
     models are distances 0, 1, 2, ... in stride units, so where the bin counts differ (stock YOLO 16, SDHead 17) the
     distributions are compared on the shared bins, each renormalised over them.
 
     On an accelerator (and when compiled) it is computed on every anchor and weighted by the mask, so the number of
     positives never has to reach the host; on the CPU, where indexing synchronises nothing, only the positives
-    (a few percent of the anchors) are computed: 16x less time there (15 against 237 ms, forward and backward,
-    batch 8 at 640 px). Both give the same value; 0 without positives.
+    (a few percent of the anchors) are computed (docs/cpu_inference_forms.md). Both give the same value; 0 without
+    positives.
     """
     b, _, a = s_boxes.shape
     s, t = s_boxes.reshape(b, 4, -1, a), t_boxes.reshape(b, 4, -1, a)  # (B, 4, R, A)
@@ -147,7 +147,7 @@ def dfl_kd(s_boxes, t_boxes, fg_mask, temperature: float = 30.0, kind: str = "kl
 
 
 def feat_kd(s_feat, t_feat, temperature: float = 1.0, kind: str = "kl") -> torch.Tensor:
-    """Channel-wise distillation of one (N, C, H, W) feature pair (official `distill_loss_cw`, official-arch.md §6):
+    """Channel-wise distillation of one (N, C, H, W) feature pair (official `distill_loss_cw`, docs/official-arch.md §6):
     softmax over the H*W positions of every channel, T^2 * D summed over (N, C) and divided by N * C.
     """
     n, c = t_feat.shape[:2]
@@ -183,13 +183,13 @@ def load_teacher(teacher, student: nn.Module) -> nn.Module:
 
 
 class SelfDistillModel(DistillationModel):
-    """ultralytics' DistillationModel with SD-GASNet's distillation losses (paper §3.3-3.4, official-arch.md §5-6).
+    """ultralytics' DistillationModel with SD-GASNet's distillation losses (paper §3.3-3.4, docs/official-arch.md §5-6).
 
     The teacher is `teacher_model` of this wrapper, never a child of the student. Neck features whose channel counts
     differ are adapted by a learned 1x1 convolution of the student's feature (identity where they match, as in
     self-distillation). `alpha` is set per epoch by SDGASTrainer. Training returns the ground-truth loss vector
     followed by (kd_cls, kd_dfl, kd_feat), each weighted; eval mode returns the same keys as zeros, because validation
-    sums the loss items seen in training (ultralytics-integration.md §3).
+    sums the loss items seen in training (docs/ultralytics-integration.md §3).
     """
 
     def __init__(self, teacher_model, student_model: nn.Module):

@@ -1,4 +1,4 @@
-"""Stage-1 detection loss of SD-GASNet as the authors' code computes it (official-arch.md §5, paper §3.4.2).
+"""Stage-1 detection loss of SD-GASNet as the authors' code computes it (docs/official-arch.md §5, paper §3.4.2).
 
 L = cls * VFL + box * (1 - GIoU) + dfl * DFL, TAL assigner with topk 13, alpha 1.0, beta 6.0, and gains
 1.0 / 2.5 / 0.5. Built on ultralytics' v8DetectionLoss: only the classification term, the IoU form and the
@@ -59,7 +59,7 @@ def loss_settings(model) -> SimpleNamespace:
 
 
 class SDDetectionLoss(v8DetectionLoss):
-    """v8DetectionLoss with SD-GASNet's classification loss, IoU form, assigner and gains (official-arch.md §5)."""
+    """v8DetectionLoss with SD-GASNet's classification loss, IoU form, assigner and gains (docs/official-arch.md §5)."""
 
     def __init__(self, model):
         super().__init__(model)

@@ -147,7 +147,7 @@ class SDGASDetectionModel(DetectionModel):
         return self
 
     def init_criterion(self):
-        """SD-GASNet's stage-1 loss: VFL + GIoU + DFL with the official TAL settings (official-arch.md §5)."""
+        """SD-GASNet's stage-1 loss: VFL + GIoU + DFL with the official TAL settings (docs/official-arch.md §5)."""
         return SDDetectionLoss(self)
 
     @property

@@ -12,8 +12,8 @@ def cpu_inference_threads() -> int:
     """Torch threads for prediction and standalone validation on the CPU: OMP_NUM_THREADS if it was set before sdgas
     was imported, else the physical cores this process may run on (torch's own default).
 
-    ultralytics' `select_device` sets cpu_count - 1 threads, its choice for training beside dataloader workers; on a
-    2-core machine that is one thread, and `sdgas predict` took 408-429 ms per image instead of 205-240.
+    ultralytics' `select_device` sets cpu_count - 1 threads, its choice for training beside dataloader workers: one
+    thread on a 2-core machine (docs/cpu_inference_forms.md).
     """
     if OMP_THREADS_AT_IMPORT and OMP_THREADS_AT_IMPORT.isdigit():
         return max(1, int(OMP_THREADS_AT_IMPORT))

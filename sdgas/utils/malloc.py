@@ -1,7 +1,7 @@
 """glibc malloc settings for CPU training: freed activation buffers stay in the process for the next iteration.
 
 A training step on the CPU allocates and frees the same large activation and gradient buffers every iteration
-(SD-GASNet at batch 32 and imgsz 320: its stage-0 MLP activations alone are 210 MB each). glibc serves every block
+(docs/cpu_inference_forms.md). glibc serves every block
 above its mmap threshold (at most 32 MiB, whatever MALLOC_MMAP_THRESHOLD_ asks for) with fresh pages from the kernel
 and unmaps it when freed, so each iteration page-faults its whole working set in again and the kernel zeroes it:
 system time, not computation. `keep_freed_memory` makes glibc take every block from its heap and keep freed memory

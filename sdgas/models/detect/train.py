@@ -86,7 +86,7 @@ class SDGASTrainer(DetectionTrainer):
         """Attach the dataset and arguments, then wrap the model in SelfDistillModel when `distill_model` is set.
 
         Runs after setup_model() and .to(device), before ultralytics' own DistillationModel wrap in _setup_train,
-        which its isinstance check then skips (ultralytics-integration.md §3).
+        which its isinstance check then skips (docs/ultralytics-integration.md §3).
         """
         super().set_model_attributes()
         if not self.args.distill_model:
@@ -196,7 +196,7 @@ class SDGASTrainer(DetectionTrainer):
 
 
 def set_kd_alpha(trainer):
-    """on_train_epoch_start: set and log this epoch's enhanced-KL weight (paper §3.4.1, official-arch.md §6)."""
+    """on_train_epoch_start: set and log this epoch's enhanced-KL weight (paper §3.4.1, docs/official-arch.md §6)."""
     model = unwrap_model(trainer.model)
     if hasattr(model, "kd"):
         model.alpha = kd_alpha(trainer.epoch, trainer.epochs, model.kd.alpha_min)

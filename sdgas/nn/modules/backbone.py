@@ -1,4 +1,4 @@
-"""The light ViT backbone of SD-GASNet ("MLVT", official `e_lvt_ds`): paper §3.3, official-arch.md §2.
+"""The light ViT backbone of SD-GASNet ("MLVT", official `e_lvt_ds`): paper §3.3, docs/official-arch.md §2.
 
 Four stages give C2..C5 at strides 4/8/16/32 with 64/64/160/256 channels. Every stage is
 `embed -> blocks -> LayerNorm`, and the normalised map is both the stage output and the next stage's input.
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ultralytics.nn.modules import Conv
 
 HEAD_DIM = 32  # every attention layer of e_lvt_ds uses 32 channels per head
-BAND_TOKENS = 6400  # tokens per band of rows in a fused `LVTBlock`: 6.5 MB FP32 MLP activations per band
+BAND_TOKENS = 6400  # tokens per band of rows in a fused `LVTBlock` (docs/cpu_inference_forms.md)
 ATTENTIONS = ("csa", "sra")  # LVTStage attention: convolutional (stage 0) or spatial-reduction (stages 1-3)
 EMBEDDINGS = ("stem", "patch")  # LVTStage embedding: conv downsampling stem (s4) or overlapping patch embedding (s2)
 
@@ -27,8 +27,8 @@ def avg_pool_2x2(x: torch.Tensor) -> torch.Tensor:
     """2x2/s2 average pooling with ceil_mode (a partial last window averages what it covers), NCHW.
 
     ceil_mode only matters for odd sizes; leaving it off for even ones gives the same values and lets ONNX Runtime
-    use its fast pooling kernel (3.5x faster here). A traced export serves stride-aligned sizes, which are even here,
-    so it leaves it off without testing the size (a test would freeze the traced size).
+    use its fast pooling kernel. A traced export serves stride-aligned (even) sizes, so it leaves it off without
+    testing the size (a test would freeze the traced size).
     """
     odd = not torch.jit.is_tracing() and bool(x.shape[-1] % 2 or x.shape[-2] % 2)
     return F.avg_pool2d(x, 2, 2, ceil_mode=odd)
@@ -137,7 +137,7 @@ class _OverlapAdd(torch.autograd.Function):
 
 
 class DownsamplingStem(nn.Module):
-    """Conv downsampling stem of `lvt_ds` (stride 4), official-arch.md §2 "Stem".
+    """Conv downsampling stem of `lvt_ds` (stride 4), docs/official-arch.md §2 "Stem".
 
     (B, c1, H, W) -> (B, c2, H/4, W/4): a 3x3/s2 conv, then a conv branch (1x1, 3x3/s2) beside a 2x2 average
     pool, concatenated and mixed by a 1x1 conv. All convs are Conv-BN-SiLU. There is no LayerNorm after it.
@@ -170,7 +170,7 @@ class OverlapPatchEmbed(nn.Module):
 
 
 class CSA(nn.Module):
-    """Convolutional self-attention of LVT stage 0 (outlook-style, 3x3 windows, stride 2), official-arch.md §2.
+    """Convolutional self-attention of LVT stage 0 (outlook-style, 3x3 windows, stride 2), docs/official-arch.md §2.
 
     Input/output NHWC (B, H, W, C). For each of the h*w = ceil(H/2)*ceil(W/2) windows, the attention over the 9
     window positions is predicted from the 2x2-average-pooled map (Linear C -> heads*81); the values are the
@@ -270,7 +270,7 @@ class CSA(nn.Module):
 
 
 class SRA(nn.Module):
-    """Spatial-reduction attention (PVT), LVT stages 1-3, official-arch.md §2. RASA is inert in the official code.
+    """Spatial-reduction attention (PVT), LVT stages 1-3, docs/official-arch.md §2. RASA is inert in the official code.
 
     Input/output NHWC (B, H, W, C). Keys and values come from the map reduced by a kxk/sk conv + LayerNorm when
     sr > 1 (from x itself when sr == 1). Uses the fused scaled-dot-product kernel; scale = head_dim^-0.5.
@@ -383,7 +383,7 @@ class LVTBlock(nn.Module):
 
 
 class LVTStage(nn.Module):
-    """One stage of the MLVT backbone (paper §3.3, official-arch.md §2): embed, `n` LVT blocks, LayerNorm.
+    """One stage of the MLVT backbone (paper §3.3, docs/official-arch.md §2): embed, `n` LVT blocks, LayerNorm.
 
     (B, c1, H, W) -> (B, c2, H/s, W/s), with s = 4 for the `stem` embedding and 2 for `patch`. Attention is
     `csa` (stage 0) or `sra` with reduction `sr` (stages 1-3); heads = c2 / 32. Stage 0 uses a plain MLP, the

@@ -1,4 +1,4 @@
-"""SDHead: the decoupled anchor-free head of SD-GASNet (paper §3.3, official `effidehead.py`, official-arch.md §4)."""
+"""SDHead: the decoupled anchor-free head of SD-GASNet (paper §3.3, official `effidehead.py`, docs/official-arch.md §4)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""AES-FPN, the neck of SD-GASNet: paper §3.1-3.2 (FIGA = MFA + FGPEM + Inject, the CS module), official-arch.md §3."""
+"""AES-FPN, the neck of SD-GASNet: paper §3.1-3.2 (FIGA = MFA + FGPEM + Inject, the CS module), docs/official-arch.md §3."""
 
 import math
 import warnings
@@ -164,7 +164,7 @@ class FrequencyAttention(nn.Module):
 
 
 class FGPEM(nn.Module):
-    """Frequency-Guided Perception Enhancement Module (paper §3.1, Figure 4), reconstructed per official-arch.md §3.
+    """Frequency-Guided Perception Enhancement Module (paper §3.1, Figure 4), reconstructed per docs/official-arch.md §3.
 
     (B, c1, H, W) -> (B, c1, H, W). The MFA output is split into two halves: the first is filtered with the
     high-frequency PDCT set and becomes Hf (injected at stride 16), the second with the low-frequency set and
@@ -242,7 +242,7 @@ class BottleRep(nn.Module):
     (B, c, H, W) -> (B, c, H, W): `n` 3x3 Conv-BN-SiLU layers plus alpha * input. alpha is a learnable scalar
     (init 1; the paper's beta), kept out of weight decay by the trainer. The official optimizer never collected it,
     so it stayed at 1 there; here it trains. The paper's C/4-bottleneck form is not what the authors' code builds
-    (official-arch.md §3); sdgas follows the code.
+    (docs/official-arch.md §3); sdgas follows the code.
     """
 
     def __init__(self, c: int, n: int = 3):
