@@ -47,7 +47,7 @@ DYNAMIC_FORMATS = ("onnx", "openvino", "engine")  # engine: TensorRT builds from
 def check_dynamic_export(kwargs: dict) -> None:
     """Refuse `dynamic=True` for formats other than DYNAMIC_FORMATS: SD-GASNet computes its sizes in the graph of
     a traced export (CSA windows, MFA pooling, the PDCT basis), checked against PyTorch at several sizes for ONNX
-    and OpenVINO (tests/test_dynamic_export.py); other converters were never checked and could freeze a size."""
+    and OpenVINO (tests/engine/test_dynamic_export.py); other converters were never checked and could freeze a size."""
     fmt = str(kwargs.get("format") or "torchscript").lower()
     if kwargs.get("dynamic") and fmt not in DYNAMIC_FORMATS:
         raise ValueError(f"dynamic=True is supported for format={', '.join(DYNAMIC_FORMATS)} exports of SD-GASNet, "

@@ -3,7 +3,7 @@
 ultralytics reaches for the network in several places (DNS probe at import, font download, pip auto-install,
 update and analytics checks). sdgas sets the switches that turn those off, points ultralytics' font lookup at
 matplotlib's bundled font and switches integrations off in memory, so no mode ever makes a network attempt (see
-tests/test_offline.py) and `import sdgas` writes nothing to the user's configuration (no font copies, no settings).
+tests/utils/test_offline.py) and `import sdgas` writes nothing to the user's configuration (no font copies, no settings).
 """
 
 import os

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 # local hardware probes, no network: ctypes.util.find_library runs `ldconfig -p`; ultralytics' is_intel() `xpu-smi`
 LOCAL_PROBES = {"/sbin/ldconfig", "ldconfig", "xpu-smi"}
 
@@ -29,6 +31,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # trains a model
 def test_no_network_attempt_in_any_mode(tmp_path):
     env = {**os.environ, "YOLO_CONFIG_DIR": str(tmp_path / "config")}  # a fresh config: fonts, settings made anew
     for key in ("YOLO_OFFLINE", "YOLO_AUTOINSTALL"):

@@ -195,6 +195,7 @@ def test_identical_teacher_and_student_give_zero_kd_in_eval_mode(student, other)
     assert (head_kd_in_eval(SelfDistillModel(other, student), batch)[0] > 0).all()  # a different teacher: KD > 0
 
 
+@pytest.mark.slow  # trains a model
 def test_gradients_reach_student_and_never_teacher(student, other):
     """Training loss: the KD terms are positive, gradients reach the student's head and neck, the teacher stays frozen
     in eval mode with no gradients, and it is no child of the student."""
@@ -222,6 +223,7 @@ def test_gradients_reach_student_and_never_teacher(student, other):
     assert all(p.grad is None for p in teacher.parameters())
 
 
+@pytest.mark.slow  # trains a model
 def test_foreign_teacher_stock_yolo_and_class_mismatch(student, other):
     """A stock YOLOv8s (built from its YAML, no download) teaches through learned 1x1 adapters and its 16 DFL bins;
     a teacher with other classes is a clear error; kd_scope=head and the Table 8 variants switch terms."""
@@ -260,6 +262,7 @@ def selfdistill_run(neu_subset, tmp_path_factory):
     return model, metrics, project, starts
 
 
+@pytest.mark.slow  # trains a model
 def test_selfdistill_recipe_trains_both_stages_from_the_same_init(selfdistill_run):
     """One call trains stage 1, then stage 2 from the same initialization (not the teacher's weights), same seed,
     epochs and augmentation, and reports both; the object then holds the student."""
@@ -278,6 +281,7 @@ def test_selfdistill_recipe_trains_both_stages_from_the_same_init(selfdistill_ru
     assert type(model.model) is SDGASDetectionModel and metrics is not None
 
 
+@pytest.mark.slow  # trains a model
 def test_stage2_results_csv_has_kd_columns_and_alpha(selfdistill_run):
     """results.csv: train/kd_* from the losses, val/kd_* zero-valued, and the epoch's alpha (kd/alpha)."""
     import csv
@@ -294,6 +298,7 @@ def test_stage2_results_csv_has_kd_columns_and_alpha(selfdistill_run):
     assert "kd" not in stage1  # stage 1 is plain training
 
 
+@pytest.mark.slow  # trains a model
 def test_stage2_checkpoints_hold_only_the_student(selfdistill_run):
     """Final last.pt/best.pt of stage 2: the student alone (no teacher tensors, no wrapper), the size of stage 1's."""
     _, _, project, _ = selfdistill_run
@@ -321,6 +326,7 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # trains a model
 def test_resume_after_kill_mid_epoch_continues_distillation(selfdistill_run, neu_subset, tmp_path):
     """Stage 2 killed in the middle of epoch 2, then `resume=True`: the same teacher and KD settings, a finished run
     whose results.csv has every epoch once, and a final checkpoint without the teacher."""

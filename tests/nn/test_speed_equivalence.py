@@ -24,7 +24,7 @@ ODD_AND_EVEN = [(1, 1), (2, 3), (5, 6), (7, 7), (32, 31), (33, 47)]
 
 
 def max_relative_difference(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """max |out - ref| / (|ref| + 1e-6), elementwise, as tests/test_build.py measures fusion."""
+    """max |out - ref| / (|ref| + 1e-6), elementwise, as tests/nn/test_build.py measures fusion."""
     return ((out.float() - ref).abs() / (ref.abs() + 1e-6)).max().item()
 
 

@@ -81,6 +81,7 @@ def large(neu_subset, tmp_path_factory):
     return best, large_image_dataset(tmp_path_factory.mktemp("large"), sources)
 
 
+@pytest.mark.slow  # trains a model
 def test_tiled_predict_val_and_train_on_large_images(large, tmp_path):
     """predict tile=200: one Results per large image, boxes in its pixels; val tile=200: evaluated against the large
     images' own labels; train tile=200: one epoch on windows cut from them."""

@@ -23,6 +23,7 @@ def read_records(folder):
             for r in range(WORLD_SIZE)}
 
 
+@pytest.mark.slow  # trains a model
 def test_selfdistill_trains_through_ultralytics_ddp_workers(tmp_path, monkeypatch):
     from sdgas import SDGAS
 

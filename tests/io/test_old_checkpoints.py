@@ -1,6 +1,6 @@
 """Checkpoints saved before sdgas' classes moved (issue 21) still load and compute what they computed then.
 
-tests/data/sdgasnet-pre-move.pt was written at commit 91573ff (before the redesign): sdgasnet.yaml at width 0.25,
+tests/assets/sdgasnet-pre-move.pt was written at commit 91573ff (before the redesign): sdgasnet.yaml at width 0.25,
 randomised weights (tests/random_weights.py), saved in half precision as training saves it, with a fixed input and
 the output the model gave for it at that commit.
 """
@@ -11,7 +11,7 @@ import torch
 
 from sdgas import SDGAS
 
-PRE_MOVE = Path(__file__).parent / "data" / "sdgasnet-pre-move.pt"
+PRE_MOVE = Path(__file__).parents[1] / "assets" / "sdgasnet-pre-move.pt"
 
 
 def saved_example():

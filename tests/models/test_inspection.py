@@ -74,6 +74,7 @@ def with_good_images(neu_subset, tmp_path_factory):
     return best, yaml
 
 
+@pytest.mark.slow  # trains a model
 def test_val_reports_inspection_metrics_and_class_thresholds_round_trip(with_good_images, tmp_path):
     """`sdgas val recall=0.5` on NEU-DET images plus defect-free ones: FROC and escape/overkill rates printed,
     returned and saved; per-class thresholds meet the target recall on that set, are saved into the .pt, reload in a
@@ -117,6 +118,7 @@ print(json.dumps({{"class_conf": model.model.class_conf, "st": st.model.class_co
     assert fresh["low"] > len(fresh["auto"])  # conf= given: thresholds not applied
 
 
+@pytest.mark.slow  # trains a model
 def test_class_thresholds_meet_the_recall_target_on_val(with_good_images, tmp_path):
     """At its threshold, each class keeps at least the target share of its labelled defects (IoU 0.5) on the set the
     thresholds were chosen on, recomputed from a fresh validation's per-image stats."""

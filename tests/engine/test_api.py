@@ -29,6 +29,7 @@ def boxes_of(results):
     return [r.boxes.data.numpy().round(4).tolist() for r in results]
 
 
+@pytest.mark.slow  # trains a model
 def test_training_writes_checkpoints_and_results(trained):
     save_dir = trained.trainer.save_dir
     assert (save_dir / "weights" / "best.pt").is_file() and (save_dir / "weights" / "last.pt").is_file()
@@ -36,6 +37,7 @@ def test_training_writes_checkpoints_and_results(trained):
     assert len(rows) == 1 + 2 and "train/box_loss" in rows[0]
 
 
+@pytest.mark.slow  # trains a model
 def test_bottlerep_scales_are_not_weight_decayed(trained):
     groups = trained.trainer.optimizer.param_groups
     scale_ids = {id(p) for n, p in trained.trainer.model.named_parameters() if n.endswith(".alpha")}
@@ -45,6 +47,7 @@ def test_bottlerep_scales_are_not_weight_decayed(trained):
     assert not scale_ids & decayed and scale_ids <= undecayed
 
 
+@pytest.mark.slow  # trains a model
 def test_reload_in_fresh_process_predicts_identical_boxes(trained, tmp_path):
     best = trained.trainer.best
     in_process = boxes_of(SDGAS(best).predict(str(DEMO_IMAGES), **PREDICT))
@@ -56,6 +59,7 @@ def test_reload_in_fresh_process_predicts_identical_boxes(trained, tmp_path):
     assert json.loads(result.stdout.strip().splitlines()[-1]) == in_process
 
 
+@pytest.mark.slow  # trains a model
 def test_predict_without_source_uses_demo_images(trained):
     results = SDGAS(trained.trainer.best).predict(**PREDICT)
     assert len(results) == len(list(DEMO_IMAGES.glob("*.jpg"))) and isinstance(results[0], Results)
@@ -72,6 +76,7 @@ def inference_threads(monkeypatch):
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow  # trains a model
 def test_cpu_predict_and_val_use_inference_threads_not_ultralytics_training_count(trained, inference_threads):
     """ultralytics' device selection sets cpu_count - 1 torch threads (1 on a 2-core machine, half the speed);
     prediction and standalone validation on the CPU then set cpu_inference_threads()."""
@@ -95,11 +100,13 @@ def test_cpu_inference_threads_are_the_usable_physical_cores(monkeypatch):
     assert cpu_inference_threads() == min(usable, psutil.cpu_count(logical=False))
 
 
+@pytest.mark.slow  # trains a model
 def test_val_returns_ultralytics_metrics(trained):
     metrics = SDGAS(trained.trainer.best).val(imgsz=64, batch=8, workers=0, plots=False, device="cpu")
     assert 0.0 <= metrics.box.map <= 1.0 and "metrics/mAP50-95(B)" in metrics.results_dict
 
 
+@pytest.mark.slow  # trains a model
 def test_val_refuses_data_with_another_class_count(trained, tmp_path):
     demo = DEMO_IMAGES.parents[1]
     names = "\n".join(f"  {i}: c{i}" for i in range(7))

@@ -118,6 +118,7 @@ def test_diagnose_edge_cases(tmp_path, neu_det):
         assert diagnose_label(tmp_path / f"{stem}.txt", 6).kind == kind
 
 
+@pytest.mark.slow  # trains a model
 def test_train_val_predict_survive_bad_input(tmp_path, ultralytics_log):
     """One epoch of training, validation and prediction on a set mixing good and bad files of every kind."""
     from sdgas import SDGAS

@@ -99,6 +99,7 @@ def hostile(sdgas_weights, tmp_path):
 
 
 @pytest.mark.parametrize("payload", ["system", "raw-pickle", "class-call", "yaml-activation", "yaml-layer"])
+@pytest.mark.slow  # trains a model
 def test_hostile_checkpoint_refused_by_sdgas(hostile, payload):
     """SDGAS(path) refuses each payload with one line naming the file and the reason; the command never runs. A bare
     pickle (no torch archive) is not a checkpoint at all."""
@@ -115,6 +116,7 @@ def test_hostile_checkpoint_refused_by_sdgas(hostile, payload):
     assert not marker.exists()
 
 
+@pytest.mark.slow  # trains a model
 def test_hostile_checkpoint_refused_by_every_python_path(hostile, neu_subset, sdgas_weights):
     """ultralytics' own entry points (YOLO, load_checkpoint, AutoBackend, Model.load, pretrained=, resume, a teacher,
     the trainer's strip_optimizer) all go through the allow-list once sdgas is imported."""
@@ -144,6 +146,7 @@ def test_hostile_checkpoint_refused_by_every_python_path(hostile, neu_subset, sd
 
 
 @pytest.mark.parametrize("mode", ["predict", "val", "export", "heatmap", "train", "distill"])
+@pytest.mark.slow  # trains a model
 def test_hostile_checkpoint_refused_by_cli(hostile, sdgas_weights, neu_subset, mode):
     """`sdgas predict|val|export|heatmap model=x.pt`, `sdgas train model=x.pt resume` and `sdgas train
     distill_model=x.pt`: exit 1, one line naming the offending global, the file and the opt-out; nothing runs."""
@@ -209,6 +212,7 @@ def corpus(sdgas_weights, tmp_path_factory):
     return cases, marker
 
 
+@pytest.mark.slow  # trains a model
 def test_attack_corpus_refused_everywhere(corpus, neu_subset):
     """Every case of the raw-opcode/zip-byte corpus, through SDGAS(), YOLO() after `import sdgas` and every CLI mode
     that takes a checkpoint: refused with one line naming the file and the reason, nothing executed (no marker, no
@@ -237,6 +241,7 @@ def test_attack_corpus_refused_everywhere(corpus, neu_subset):
     assert not marker.exists()
 
 
+@pytest.mark.slow  # trains a model
 def test_checkpoint_settings_are_data_not_paths(sdgas_weights, neu_subset, tmp_path):
     """A checkpoint naming its dataset or teacher by URL is refused at val and resume (never downloaded); a resumed
     run writes only into the run folder the checkpoint sits in, whatever save_dir it carries, and clears a .saving/
@@ -263,6 +268,7 @@ def test_checkpoint_settings_are_data_not_paths(sdgas_weights, neu_subset, tmp_p
         SDGAS(weights / "last.pt").train(resume=True)
 
 
+@pytest.mark.slow  # trains a model
 def test_opt_out_uses_the_unrestricted_loader(hostile, neu_subset, monkeypatch):
     """trust=True (CLI key) and SDGAS_TRUST_CHECKPOINTS=1 load the file with ultralytics' loader: the payload is
     live, which is what the refusals above prevent."""
@@ -277,6 +283,7 @@ def test_opt_out_uses_the_unrestricted_loader(hostile, neu_subset, monkeypatch):
     assert marker.exists()
 
 
+@pytest.mark.slow  # trains a model
 def test_genuine_sdgas_checkpoints_load(sdgas_weights, neu_subset, tmp_path):
     """A model as built (Model.save), best.pt, last.pt and a mid-training epoch0.pt (optimizer state included) load,
     with exactly the tensors an unrestricted torch.load gives, and predict."""
@@ -294,6 +301,7 @@ def test_genuine_sdgas_checkpoints_load(sdgas_weights, neu_subset, tmp_path):
     assert len(model.predict(str(neu_subset.parent / "images" / "val"), imgsz=64, verbose=False)) == 12
 
 
+@pytest.mark.slow  # trains a model
 def test_stock_yolov8n_checkpoint_loads(yolov8n_weights, neu_subset):
     """A stock ultralytics YOLOv8n trained here loads through SDGAS and through ultralytics' own YOLO class."""
     from ultralytics import YOLO
@@ -306,6 +314,7 @@ def test_stock_yolov8n_checkpoint_loads(yolov8n_weights, neu_subset):
     assert metrics.box.map >= 0
 
 
+@pytest.mark.slow  # trains a model
 def test_fused_and_distillation_checkpoints_load(sdgas_weights, tmp_path):
     """A fused model saved with Model.save (pickles `forward_fuse` via getattr) and a distillation EMA as the trainer
     pickles it mid-run (DistillationModel, FeatureHook hooks in the student, teacher dropped) both load."""
@@ -343,6 +352,7 @@ def test_allow_list_admits_sdgas_classes_and_refuses_other_globals():
         assert name not in names
 
 
+@pytest.mark.slow  # trains a model
 def test_damaged_and_foreign_files_get_one_line_errors(sdgas_weights, tmp_path):
     """Truncated, text renamed .pt, empty, a bare state_dict, a classification model: one line, no torch traceback."""
     from ultralytics.nn.tasks import ClassificationModel
@@ -363,6 +373,7 @@ def test_damaged_and_foreign_files_get_one_line_errors(sdgas_weights, tmp_path):
         assert chained is None  # no torch traceback printed under the one line
 
 
+@pytest.mark.slow  # trains a model
 def test_resume_with_another_class_count_is_one_line(sdgas_weights, neu_subset, tmp_path):
     """Resuming a 6-class checkpoint on a 1-class dataset: one line naming both class counts."""
     folder = tmp_path / "one-class"
@@ -380,6 +391,7 @@ def test_resume_with_another_class_count_is_one_line(sdgas_weights, neu_subset, 
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow  # trains a model
 def test_safetensors_export_round_trips(sdgas_weights, yolov8n_weights, neu_subset, tmp_path):
     """format=safetensors holds only a JSON header and raw tensors, and rebuilds a model with identical outputs."""
     images = str(neu_subset.parent / "images" / "val")
@@ -405,6 +417,7 @@ def test_safetensors_export_round_trips(sdgas_weights, yolov8n_weights, neu_subs
             assert torch.equal(r1.boxes.data, r2.boxes.data)
 
 
+@pytest.mark.slow  # trains a model
 def test_safetensors_cli_and_hostile_config(sdgas_weights, tmp_path):
     """`sdgas export format=safetensors` writes the file; a weights file whose config would run code is refused."""
     from safetensors import safe_open
@@ -458,6 +471,7 @@ def test_failed_save_leaves_previous_checkpoints_intact(tmp_path):
     assert sorted(p.name for p in trainer.wdir.iterdir()) == ["best.pt", "epoch3.pt", "last.pt"]
 
 
+@pytest.mark.slow  # trains a model
 def test_strip_optimizer_is_atomic_and_safe(sdgas_weights, tmp_path, monkeypatch):
     """The end-of-training strip loads through the allow-list, and a failing write leaves the checkpoint intact."""
     epoch0 = tmp_path / "epoch0.pt"
@@ -477,6 +491,7 @@ def test_strip_optimizer_is_atomic_and_safe(sdgas_weights, tmp_path, monkeypatch
     assert load_checkpoint_dict(epoch0)["epoch"] == -1
 
 
+@pytest.mark.slow  # trains a model
 def test_final_strip_keeps_last_resumable_until_the_end(sdgas_weights, tmp_path):
     """During the final evaluation last.pt still holds its optimizer state; it is stripped afterwards."""
     wdir = tmp_path / "weights"

@@ -1,5 +1,5 @@
 """Inference forms chosen per device (issue 17): after fuse(), the CPU-tuned forms run only on CPU tensors (and in ONNX
-export); any other device runs the reference forwards. Their values are equal (tests/test_speed_equivalence.py);
+export); any other device runs the reference forwards. Their values are equal (tests/nn/test_speed_equivalence.py);
 here, which form runs where. A "meta" tensor stands in for a CUDA one: any device that is not the CPU. The same
 holds for the neck's deterministic upsampling (CUDA under deterministic=True)."""
 

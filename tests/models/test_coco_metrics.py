@@ -75,6 +75,7 @@ def pycocotools_stats(images: Path, names: list, predictions: Path, tmp: Path) -
     return cocoeval.stats
 
 
+@pytest.mark.slow  # trains a model
 def test_ap_equals_direct_pycocotools(trained, tmp_path, log_lines):
     """sdgas val (faster-coco-eval) returns, prints and writes the COCO numbers of an independent pycocotools run."""
     backend = "faster-coco-eval"
@@ -102,6 +103,7 @@ def test_ap_equals_direct_pycocotools(trained, tmp_path, log_lines):
     assert metrics.complexity["params"] > 1e6 and metrics.complexity["GFLOPs"] > 1  # fused model at 640
 
 
+@pytest.mark.slow  # trains a model
 def test_training_results_csv_has_coco_columns(trained):
     """Each epoch's results.csv row carries metrics/AP(B) ... metrics/APl(B), also on epochs without validation."""
     best, _, _ = trained
@@ -114,6 +116,7 @@ def test_training_results_csv_has_coco_columns(trained):
     assert last["metrics/AP50(B)"] > 0
 
 
+@pytest.mark.slow  # trains a model
 def test_paper_eval_from_the_cli(trained, log_lines):
     """`sdgas val ... paper_eval=True` validates with conf 0.03, NMS IoU 0.65, max_det 300 and reports COCO AP."""
     best, data, runs = trained
@@ -131,6 +134,7 @@ def test_paper_eval_from_the_cli(trained, log_lines):
     assert {k: seen[k] for k in PAPER_EVAL} == PAPER_EVAL
 
 
+@pytest.mark.slow  # trains a model
 def test_paper_eval_reaches_the_training_validator(trained):
     """`sdgas train ... paper_eval=True` validates every epoch with the paper's settings (sdgas key stripped)."""
     from sdgas.models.detect import SDGASTrainer

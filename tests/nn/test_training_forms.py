@@ -112,6 +112,7 @@ def seeded_losses(project, name) -> list:
     return losses
 
 
+@pytest.mark.slow  # trains a model
 def test_seeded_training_losses_equal_reference_forms(monkeypatch, tmp_path):
     """27 seeded iterations and optimizer steps (36 demo images, batch 4, 3 epochs): the same losses within 1e-4
     relative with the training forms as with the reference forms, and the training forms did run."""

@@ -47,6 +47,7 @@ def exported(neu_subset, tmp_path_factory):
     return best, best.with_suffix(".onnx"), data, list(_audit["events"])
 
 
+@pytest.mark.slow  # trains a model
 def test_export_makes_no_network_attempt_and_runs_no_pip(exported):
     *_, events = exported
     assert [e for e in events if e[0].startswith(NETWORK)] == [], "network attempt during export"
@@ -55,6 +56,7 @@ def test_export_makes_no_network_attempt_and_runs_no_pip(exported):
     print(f"export events: {events}")
 
 
+@pytest.mark.slow  # trains a model
 def test_onnx_graph_is_reparameterized_with_dfl_decode(exported):
     """BatchNorm folded, RepVGG 1x1/identity branches merged, DFL decode and boxes+scores output in the graph."""
     import onnx
@@ -84,6 +86,7 @@ def letterboxed(files, imgsz=128):
     return torch.from_numpy(np.ascontiguousarray(np.stack(ims))).float() / 255
 
 
+@pytest.mark.slow  # trains a model
 def test_onnx_matches_pytorch(exported):
     """Decoded boxes and class scores of ONNX Runtime vs the unfused PyTorch checkpoint: max relative diff < 1e-4."""
     import onnxruntime as ort
@@ -115,6 +118,7 @@ def pt_metrics(exported, tmp_path_factory):
     return SDGAS(best).val(data=str(data), project=str(tmp_path_factory.mktemp("val")), name="pt", **VAL)
 
 
+@pytest.mark.slow  # trains a model
 def test_onnx_validates_like_pytorch(exported, pt_metrics, tmp_path):
     """`SDGAS("best.onnx").val()` gives the COCO AP of the .pt within 0.1 (measured: equal to 3 decimals)."""
     _, onnx_file, data, _ = exported
@@ -126,6 +130,7 @@ def test_onnx_validates_like_pytorch(exported, pt_metrics, tmp_path):
     assert abs(pt_metrics.coco["AP"] - ox.coco["AP"]) < 0.005
 
 
+@pytest.mark.slow  # trains a model
 def test_openvino_export_validates_like_pytorch(exported, pt_metrics, tmp_path):
     """OpenVINO IR (where the openvino package is installed) validates to the .pt's COCO AP within 0.1."""
     pytest.importorskip("openvino")

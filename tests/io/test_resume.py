@@ -5,7 +5,7 @@ through writing a checkpoint, and during the final evaluation; after every kill 
 last.pt must hold the last completed epoch, and the final `sdgas train resume` must finish with every epoch in
 results.csv exactly once, as an uninterrupted 4-epoch run would.
 
-This file is also the child process: `python tests/test_resume.py '<json spec>'` trains or resumes and kills itself
+This file is also the child process: `python tests/io/test_resume.py '<json spec>'` trains or resumes and kills itself
 with SIGKILL at the point the spec names.
 """
 
@@ -90,6 +90,7 @@ def assert_checkpoints_load(weights: Path, epochs_saved: int):
     assert load_checkpoint_dict(weights / "last.pt")["epoch"] == epochs_saved - 1
 
 
+@pytest.mark.slow  # trains a model
 def test_resume_after_sigkill_at_every_stage(neu_subset, tmp_path):
     """Killed mid-epoch, in validation, mid-save and in the final evaluation; resumed each time; ends complete."""
     from sdgas.io.checkpoint import load_checkpoint_dict
