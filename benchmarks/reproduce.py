@@ -59,8 +59,12 @@ RUNS = {
     "yolo11s-12ep": ("yolo", "yolo11s.yaml", {"epochs": 12}, None, "peer, equal total epochs (issue 18)"),
     "yolov8s-60ep": ("yolo", "yolov8s.yaml", {"epochs": 60}, None, "peer, equal total epochs (issue 18)"),
     "yolo11s-60ep": ("yolo", "yolo11s.yaml", {"epochs": 60}, None, "peer, equal total epochs (issue 18)"),
+    "yolo11n": ("yolo", "yolo11n.yaml", {}, None, "peer (issue 19)"),
     "gasnet": ("sdgas", "sdgasnet.yaml", {}, None, "Table 9 baseline (teacher, stage 1)"),
     "sdgasnet": ("sdgas", "sdgasnet.yaml", {}, "gasnet", "Tables 1, 8, 9: SD-GASNet (enhanced KL, neck + head)"),
+    # issue 19: the n scale from scratch, and distilled from the full distilled SD-GASNet of the same seed
+    "gasnet-n": ("sdgas", "sdgasnet-n.yaml", {}, None, "scale n from scratch (issue 19)"),
+    "sdgasnet-n": ("sdgas", "sdgasnet-n.yaml", {}, "sdgasnet", "scale n distilled from sdgasnet (issue 19)"),
     "baseline": ("sdgas", "sdgasnet-baseline.yaml", {}, None, "Table 4 baseline"),
     "cs-only": ("sdgas", "sdgasnet-cs.yaml", {}, None, "Table 4 CS only"),
     "figa-only": ("sdgas", "sdgasnet-figa.yaml", {}, None, "Table 4 FIGA only"),

@@ -9,6 +9,7 @@ layer once on a 256x256 dummy input instead of duplicating channel rules.
 
 import contextlib
 import copy
+import re
 from pathlib import Path
 
 import torch
@@ -28,16 +29,36 @@ SDGAS_MODULES = {m.__name__: m for m in (LVTStage, MFA, FGPEM, Inject, BiFusion,
 HEADS = {SDHead, Detect}  # take [nc] from YAML; reg_max, end2end and the input channel list are appended
 MODERN_BLOCKS = {"C3k2", "A2C2f", "C2fCIB"}  # ultralytics builds a non-legacy Detect when any of these is present
 WIDTH_SCALED = {LVTStage, MFA, Inject, BiFusion, CS, BepC3}  # first YAML argument is the output width c2
+DEPTH_SCALED = {LVTStage}  # second YAML argument is the number of blocks
 INFERENCE_FORMS = (LVTBlock,)  # sdgas layers whose `fuse()` turns on a faster, equivalent forward (and their parts')
 _ultralytics_parse_model = ultralytics_tasks.parse_model
 TRACE_SIZE = 256
+SCALED_NAME = re.compile(r"^(?P<base>.+)-(?P<scale>[nslmx])$")  # sdgasnet-n -> sdgasnet.yaml, scale n
 
 
 def load_model_yaml(cfg) -> dict:
-    """Load a model YAML by path or by the bare name of a packaged one (`sdgasnet.yaml`)."""
-    path = resolve_cfg_file(cfg, MODELS_DIR, "model YAML")
+    """Load a model YAML by path or by the bare name of a packaged one, with its scale resolved the ultralytics way:
+    `sdgasnet-n.yaml` is `sdgasnet.yaml` at scale `n`; a bare `sdgasnet.yaml` takes its first listed scale."""
+    name = Path(str(cfg))
+    scaled = SCALED_NAME.match(name.stem)
+    try:
+        path, scale = resolve_cfg_file(cfg, MODELS_DIR, "model YAML"), None
+    except FileNotFoundError:
+        if not scaled:
+            raise
+        path = resolve_cfg_file(name.with_name(scaled["base"] + ".yaml"), MODELS_DIR, "model YAML")
+        scale = scaled["scale"]
     d = YAML.load(path)
-    d["yaml_file"] = str(path)
+    scales = d.get("scales")
+    if scales:
+        scale = scale or d.get("scale") or next(iter(scales))
+        if scale not in scales:
+            raise ValueError(f"model YAML '{path.name}' has no scale '{scale}' (scales: {', '.join(scales)})")
+        d["scale"] = scale
+        d["depth_multiple"], d["width_multiple"], d["max_channels"] = scales[scale]
+    elif scale:
+        raise ValueError(f"model YAML '{path.name}' declares no scales, so '{name.name}' names none")
+    d["yaml_file"] = str(path.with_name(name.name if scale else path.name))
     return d
 
 
@@ -60,6 +81,8 @@ def _build_sdgas_layer(cls, args, c_in, d, from_list):
         return cls(*args, d.get("reg_max", 16), False, c_in)
     if cls in WIDTH_SCALED:
         args[0] = make_divisible(min(args[0], d.get("max_channels", float("inf"))) * d.get("width_multiple", 1.0), 8)
+    if cls in DEPTH_SCALED and args[1] > 1:  # as ultralytics scales a row's repeats
+        args[1] = max(round(args[1] * d.get("depth_multiple", 1.0)), 1)
     return cls(c_in if from_list else c_in[0], *args)
 
 

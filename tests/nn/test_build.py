@@ -108,3 +108,16 @@ def test_varifocal_matches_hand_computation():
     bce = -(target * p.log() + (1 - target) * (1 - p).log())
     weight = torch.tensor([[[0.8, 0.75 * p[0, 0, 1].item() ** 2]]])
     assert torch.allclose(VarifocalBCE()(logits, target), bce * weight, atol=1e-6)
+
+
+def test_scales_resolve_the_ultralytics_way():
+    """`sdgasnet-n.yaml` is sdgasnet.yaml at scale n (half width, one block per stage); the bare name is the paper's
+    model (scale s, listed first); a scale the YAML does not list is an error naming the ones it does."""
+    full, small = SDGASDetectionModel("sdgasnet.yaml", verbose=False), SDGASDetectionModel("sdgasnet-n.yaml", verbose=False)
+    assert (full.yaml["scale"], small.yaml["scale"]) == ("s", "n") and small.model_name == "sdgasnet-n"
+    assert [m.norm.normalized_shape[0] for m in small.model[:4]] == [32, 32, 80, 128]  # LVTStage widths halved
+    assert [len(m.blocks) for m in small.model[:4]] == [1, 1, 1, 1]
+    params = [sum(p.numel() for p in m.parameters()) for m in (full, small)]
+    assert params[1] < 0.3 * params[0]
+    with pytest.raises(ValueError, match="no scale 'x'.*scales: s, n"):
+        SDGASDetectionModel("sdgasnet-x.yaml", verbose=False)
