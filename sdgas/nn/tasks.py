@@ -49,16 +49,24 @@ def load_model_yaml(cfg) -> dict:
         path = resolve_cfg_file(name.with_name(scaled["base"] + ".yaml"), MODELS_DIR, "model YAML")
         scale = scaled["scale"]
     d = YAML.load(path)
+    if scale:
+        if not d.get("scales"):
+            raise ValueError(f"model YAML '{path.name}' declares no scales, so '{name.name}' names none")
+        d["scale"] = scale
+    d["yaml_file"] = str(path.with_name(name.name if scale else path.name))
+    return apply_scale(d, path.name)
+
+
+def apply_scale(d: dict, source="model YAML") -> dict:
+    """Set depth_multiple, width_multiple and max_channels from the YAML's `scales` at its `scale` (the first listed
+    one when none is chosen), so that sdgas' builder and the stock layers it delegates scale once, alike."""
     scales = d.get("scales")
     if scales:
-        scale = scale or d.get("scale") or next(iter(scales))
+        scale = d.get("scale") or next(iter(scales))
         if scale not in scales:
-            raise ValueError(f"model YAML '{path.name}' has no scale '{scale}' (scales: {', '.join(scales)})")
+            raise ValueError(f"{source} has no scale '{scale}' (scales: {', '.join(scales)})")
         d["scale"] = scale
         d["depth_multiple"], d["width_multiple"], d["max_channels"] = scales[scale]
-    elif scale:
-        raise ValueError(f"model YAML '{path.name}' declares no scales, so '{name.name}' names none")
-    d["yaml_file"] = str(path.with_name(name.name if scale else path.name))
     return d
 
 
@@ -87,8 +95,13 @@ def _build_sdgas_layer(cls, args, c_in, d, from_list):
 
 
 def _build_stock_layer(d, m, n, args, from_list, c_in):
-    """Delegate one stock layer to ultralytics' parse_model, wired to `-1` and given its real input channels."""
-    base = {k: v for k, v in d.items() if k not in ("backbone", "head")}
+    """Delegate one stock layer to ultralytics' parse_model, wired to `-1` and given its real input channels.
+
+    `n` comes already depth-scaled from `parse_model`, so ultralytics gets depth 1 and no `scales` (it would scale
+    the repeats again: a C2f of 6 repeats at depth 0.33 got 1 instead of 2); widths it scales itself, once.
+    """
+    base = {k: v for k, v in d.items() if k not in ("backbone", "head", "scales", "scale")}
+    base["depth_multiple"] = 1.0
     f = [-1] * len(c_in) if from_list else -1
     one_layer = {**base, "backbone": [[f, n, m, [_resolve(a, d["nc"]) for a in args]]], "head": []}
     return _ultralytics_parse_model(one_layer, c_in[0], verbose=False)[0][0]
@@ -98,6 +111,7 @@ def parse_model(d, ch, verbose=True):
     """Build an nn.Sequential and its save list from a model dict; same contract as ultralytics' parse_model."""
     if verbose:
         LOGGER.info(f"\n{'':>3}{'from':>20}{'n':>3}{'params':>10}  {'module':<45}{'arguments':<30}")
+    d = apply_scale(dict(d))
     image = torch.zeros(1, ch, TRACE_SIZE, TRACE_SIZE)
     outputs, layers, save = [], [], []
     layer_rows = d["backbone"] + d["head"]

@@ -77,11 +77,25 @@ def test_stock_yaml_builds_identically_through_the_extended_builder(name):
     assert [type(m).__name__ for m in ours.model] == [type(m).__name__ for m in stock.model]
 
 
-def _stock_yaml(name):
+@pytest.mark.parametrize("name", ["yolov8.yaml", "yolo11.yaml"])
+def test_stock_repeats_are_depth_scaled_once(name):
+    """A YAML with flat depth_multiple/width_multiple keys (no `scales:`): stock layers' repeats are scaled once.
+
+    yolov8 's' (depth 0.33): C2f with n=6 -> 2 repeats, as ultralytics builds it; scaling twice gave 1.
+    """
+    d = _stock_yaml(name, scale="s")
+    depth, width, max_channels = d.pop("scales")[d.pop("scale")]
+    d.update(depth_multiple=depth, width_multiple=width, max_channels=max_channels)
+    ours = SDGASDetectionModel(copy.deepcopy(d), nc=2, verbose=False)
+    stock = DetectionModel(_stock_yaml(name, scale="s"), nc=2, verbose=False)
+    assert [params(a) for a in ours.model] == [params(b) for b in stock.model]
+
+
+def _stock_yaml(name, scale="n"):
     from ultralytics.nn.tasks import yaml_model_load
 
     d = yaml_model_load(name)
-    d["scale"] = "n"
+    d["scale"] = scale
     return d
 
 
