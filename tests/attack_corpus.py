@@ -169,6 +169,8 @@ def _genuine_based(folder: Path, genuine: Path, marker: Path) -> dict:
     save("yaml-model-layer", "DetectionModel")
     model.yaml = {**yaml, "width_multiple": 20.0}
     save("yaml-width-20", "width_multiple=20.0")
+    model.yaml = {**yaml, "scales": {"s": [1.0, 20.0, 1024]}, "scale": "s"}
+    save("yaml-scale-width-20", "width_multiple=20.0")
     model.yaml = yaml
     return out
 

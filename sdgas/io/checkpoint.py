@@ -482,12 +482,14 @@ def _ints(x):
 
 def _check_yaml_bounds(d, rows, source):
     """Sizes are checked before anything is built: a few bytes of YAML must not ask for gigabytes of weights."""
-    scale = (d.get("scales") or {}).get(d.get("scale")) if isinstance(d.get("scales"), dict) else None
-    values = {"nc": d.get("nc"), "depth_multiple": d.get("depth_multiple"), "width_multiple": d.get("width_multiple"),
-              "max_channels": d.get("max_channels"), "layers": len(rows)}
-    if isinstance(scale, (list, tuple)) and len(scale) == 3:
-        values.update(depth_multiple=scale[0], width_multiple=scale[1], max_channels=scale[2])
-    for key, value in values.items():
+    multiples = ("depth_multiple", "width_multiple", "max_channels")
+    values = [("nc", d.get("nc")), ("layers", len(rows)), *((k, d.get(k)) for k in multiples)]
+    scales = d.get("scales")
+    if scales is not None:  # every listed scale: any of them may be the one built
+        if not (isinstance(scales, dict) and all(isinstance(v, (list, tuple)) and len(v) == 3 for v in scales.values())):
+            refuse(source, f"its model YAML has malformed scales {scales!r}")
+        values += [(k, v) for scale in scales.values() for k, v in zip(multiples, scale)]
+    for key, value in values:
         if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= YAML_BOUNDS[key]):
             refuse(source, f"its model YAML sets {key}={value!r} (at most {YAML_BOUNDS[key]})")
     for row in rows:
