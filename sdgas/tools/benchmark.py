@@ -2,10 +2,11 @@
 
 `benchmark(...)` times batch-1 inference split as the paper reports it (preprocess, model inference, DFL decode,
 NMS) for sdgas models and stock ultralytics peers built from their YAMLs (random weights; nothing is downloaded), in
-PyTorch FP32 and BF16 (channels-last, as AutoBackend runs them; "torch-nchw" for contiguous FP32) and ONNX Runtime
-FP32 on the CPU, or PyTorch FP32/FP16 on a GPU (reported as FPS). Every model and mode is measured once per round,
-round by round, so drift and load from other processes hit all of them alike; each round records the CPU time other
-processes used, and rounds above `max_other_load` are left out when enough clean ones remain.
+PyTorch FP32 and BF16 (channels-last, as AutoBackend runs them; "torch-nchw" for contiguous FP32), ONNX Runtime
+FP32 and OpenVINO (FP32, its default precision, NNCF INT8) on the CPU, or PyTorch FP32/FP16 on a GPU (reported as
+FPS). Every model and mode is measured once per round, round by round, so drift and load from other processes hit
+all of them alike; each round records the CPU time other processes used, and rounds above `max_other_load` are left
+out when enough clean ones remain.
 
     sdgas benchmark                                           # SD-GASNet and the default peers, all modes, 640
     sdgas benchmark model=best.pt peers=yolov8s.yaml modes=torch,onnx rounds=30 threads=2 out=runs/speed
@@ -30,15 +31,18 @@ import torch
 import torch.nn as nn
 
 from sdgas.engine.model import SDGAS
-from sdgas.nn.tasks import SDGASDetectionModel, detect_head, model_gflops, optimize_for_cpu, prepare_input
-from sdgas.utils import MODELS_DIR, bf16_supported, cpu_flags, cpu_inference_threads
+from sdgas.nn.tasks import (SDGASDetectionModel, detect_head, load_model_yaml, model_gflops, optimize_for_cpu,
+                            prepare_input)
+from sdgas.utils import DEMO_DATA, bf16_supported, cpu_flags, cpu_inference_threads
 
 PEERS = ("yolov8n.yaml", "yolov8s.yaml", "yolo11n.yaml", "yolo11s.yaml", "yolov10s.yaml", "yolo26s.yaml")
 BASELINE = "yolov8s.yaml"  # ratios are quoted against this peer, measured in the same run
-CPU_MODES = ("torch", "torch-bf16", "onnx")  # also available: "torch-nchw"
+CPU_MODES = ("torch", "torch-bf16", "onnx")  # also: "torch-nchw", and OPENVINO_MODES where openvino is installed
+OPENVINO_MODES = ("openvino", "openvino-default", "openvino-int8")  # FP32 hint; the CPU's default precision; NNCF INT8
 GPU_MODES = ("torch", "torch-fp16")
 MODE_TITLES = {"torch": "PyTorch FP32", "torch-nchw": "PyTorch FP32 NCHW", "torch-bf16": "PyTorch BF16",
-               "onnx": "ONNX Runtime FP32", "torch-fp16": "PyTorch FP16 (GPU)"}
+               "onnx": "ONNX Runtime FP32", "torch-fp16": "PyTorch FP16 (GPU)", "openvino": "OpenVINO FP32",
+               "openvino-default": "OpenVINO default precision", "openvino-int8": "OpenVINO INT8"}
 PARTS = ("preprocess", "inference", "decode", "nms")
 
 
@@ -153,23 +157,17 @@ def ort_session_options(threads: int):
     return options
 
 
-class OnnxRunner:
-    """One model exported to ONNX (raw head outputs) and run by ONNX Runtime FP32 on the CPU; decode and NMS in torch.
+def export_raw_onnx(model: nn.Module, imgsz: int, workdir: Path, name: str, batch: int = 1) -> tuple:
+    """(ONNX file, fused head) of a model exported to raw head outputs (decode and NMS stay in torch)."""
+    from ultralytics.utils.export.engine import torch2onnx
 
-    Session options: `ort_session_options`.
-    """
-
-    def __init__(self, model: nn.Module, imgsz: int, threads: int, workdir: Path, name: str):
-        import onnxruntime as ort
-        from ultralytics.utils.export.engine import torch2onnx
-
-        self.imgsz = imgsz
-        model = copy.deepcopy(model).eval().fuse(verbose=False)
-        self.head = detect_head(model)
-        return_raw_outputs(self.head)
-        file = workdir / f"{Path(name).stem}-{abs(hash(name)) % 10**8}.onnx"
+    model = copy.deepcopy(model).eval().fuse(verbose=False)
+    head = detect_head(model)
+    return_raw_outputs(head)
+    file = workdir / f"{Path(name).stem}-{abs(hash(name)) % 10**8}-b{batch}.onnx"
+    if not file.exists():
         with torch.no_grad():
-            torch2onnx(RawOutputs(model), torch.zeros(1, 3, imgsz, imgsz), file, opset=18,
+            torch2onnx(RawOutputs(model), torch.zeros(batch, 3, imgsz, imgsz), file, opset=18,
                        output_names=["boxes", "scores"])
         try:
             import onnxslim
@@ -178,8 +176,16 @@ class OnnxRunner:
                 onnxslim.slim(str(file), str(file))
         except ImportError:
             pass
-        self.session = ort.InferenceSession(str(file), ort_session_options(threads), providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+    return file, head
+
+
+class EngineRunner:
+    """One model exported to ONNX (raw head outputs) and run by an inference engine on the CPU; decode and NMS in
+    torch. Subclasses set `self.infer(x) -> (boxes, scores)` arrays."""
+
+    def __init__(self, model: nn.Module, imgsz: int, workdir: Path, name: str, batch: int = 1):
+        self.imgsz = imgsz
+        self.file, self.head = export_raw_onnx(model, imgsz, workdir, name, batch)
         self.feats = [torch.empty(1, 0, imgsz // int(s), imgsz // int(s)) for s in self.head.stride]  # anchor grids
 
     @torch.inference_mode()
@@ -187,7 +193,7 @@ class OnnxRunner:
         t = [time.perf_counter()]
         x = preprocess_numpy(image, self.imgsz)
         t.append(time.perf_counter())
-        boxes, scores = self.session.run(None, {self.input_name: x})
+        boxes, scores = self.infer(x)
         t.append(time.perf_counter())
         y = decode_outputs(self.head, {"boxes": torch.from_numpy(boxes), "scores": torch.from_numpy(scores),
                                        "feats": self.feats})
@@ -197,8 +203,72 @@ class OnnxRunner:
         return tuple((b - a) * 1e3 for a, b in zip(t, t[1:]))
 
 
+class OnnxRunner(EngineRunner):
+    """ONNX Runtime FP32 with `ort_session_options`."""
+
+    def __init__(self, model: nn.Module, imgsz: int, threads: int, workdir: Path, name: str):
+        import onnxruntime as ort
+
+        super().__init__(model, imgsz, workdir, name)
+        session = ort.InferenceSession(str(self.file), ort_session_options(threads), providers=["CPUExecutionProvider"])
+        input_name = session.get_inputs()[0].name
+        self.infer = lambda x: session.run(None, {input_name: x})
+
+
+def calibration_images(imgsz: int, limit: int = 64) -> list:
+    """Preprocessed (1, 3, imgsz, imgsz) inputs for INT8 calibration: the built-in demo images (NEU-DET)."""
+    import cv2
+
+    files = sorted(DEMO_DATA.parent.rglob("*.jpg"))[:limit]
+    return [preprocess_numpy(cv2.imread(str(f)), imgsz) for f in files]
+
+
+class OpenVinoRunner(EngineRunner):
+    """OpenVINO on the CPU: "openvino" with the f32 precision hint, "openvino-default" with OpenVINO's choice (BF16 on
+    CPUs with AVX512-BF16 or AMX), "openvino-int8" after NNCF post-training quantization on the demo images."""
+
+    def __init__(self, model: nn.Module, mode: str, imgsz: int, threads: int, workdir: Path, name: str,
+                 batch: int = 1):
+        import openvino as ov
+
+        super().__init__(model, imgsz, workdir, name, batch)
+        core = ov.Core()
+        net = core.read_model(str(self.file))
+        if mode == "openvino-int8":
+            import nncf
+
+            samples = [np.repeat(x, batch, 0) for x in calibration_images(imgsz)]
+            net = nncf.quantize(net, nncf.Dataset(samples), preset=nncf.QuantizationPreset.MIXED,
+                                subset_size=len(samples))
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY" if batch == 1 else "THROUGHPUT"}
+        if mode == "openvino":
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        compiled = core.compile_model(net, "CPU", config)
+        request = compiled.create_infer_request()
+        self.infer = lambda x: tuple(request.infer([x]).values())[:2]
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Models, load, statistics
+
+
+def make_runner(model: nn.Module, name: str, mode: str, imgsz: int, threads: int, device: str, workdir: Path):
+    """The runner that times `model` in `mode`."""
+    if mode == "onnx":
+        return OnnxRunner(model, imgsz, threads, workdir, name)
+    if mode in OPENVINO_MODES:
+        return OpenVinoRunner(model, mode, imgsz, threads, workdir, name)
+    return TorchRunner(model, mode, imgsz, device)
+
+
+def default_modes(is_gpu: bool) -> tuple:
+    """Every mode this machine runs: BF16 only where the CPU has it natively, OpenVINO where it is installed."""
+    if is_gpu:
+        return GPU_MODES
+    import importlib.util
+
+    openvino = importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf")
+    return tuple(m for m in CPU_MODES if m != "torch-bf16" or bf16_supported()) + (OPENVINO_MODES if openvino else ())
 
 
 def load_model(name: str, nc: int = 6) -> nn.Module:
@@ -210,8 +280,8 @@ def load_model(name: str, nc: int = 6) -> nn.Module:
 
     if name.endswith(".pt"):
         return SDGAS(name).model.float()
-    if (MODELS_DIR / Path(name).name).is_file() or Path(name).is_file():
-        return SDGASDetectionModel(name, nc=nc, verbose=False)
+    with contextlib.suppress(FileNotFoundError):  # an sdgas YAML (sdgasnet-n.yaml included), else a stock one
+        return SDGASDetectionModel(load_model_yaml(name), nc=nc, verbose=False)
     from ultralytics import YOLO
 
     return YOLO(name).model  # a stock YAML: built, not downloaded
@@ -290,9 +360,9 @@ def benchmark(models=("sdgasnet.yaml",), peers=PEERS, modes=None, imgsz=640, rou
     Args:
         models (sequence): sdgas YAMLs or checkpoints.
         peers (sequence): stock ultralytics YAMLs, built with random weights.
-        modes (sequence): CPU: "torch" (FP32 channels-last), "torch-nchw", "torch-bf16", "onnx"; GPU: "torch",
-            "torch-fp16".
-            Default: all the device supports (BF16 only where the CPU has AVX512-BF16 or AMX).
+        modes (sequence): CPU: "torch" (FP32 channels-last), "torch-nchw", "torch-bf16", "onnx", "openvino"
+            (FP32), "openvino-default", "openvino-int8" (NNCF on the demo images); GPU: "torch", "torch-fp16".
+            Default: all the device supports (`default_modes`).
         imgsz (int): square input size.
         rounds (int): timed rounds; warmup (int): untimed rounds first.
         threads (int): torch and ONNX Runtime intra-op threads (default: `cpu_inference_threads()`, physical cores).
@@ -314,8 +384,7 @@ def benchmark(models=("sdgasnet.yaml",), peers=PEERS, modes=None, imgsz=640, rou
     threads = int(threads or cpu_inference_threads())
     torch.set_num_threads(threads)
     is_gpu = torch.device(device).type == "cuda"
-    modes = tuple(modes or (GPU_MODES if is_gpu else tuple(m for m in CPU_MODES if m != "torch-bf16" or
-                                                                bf16_supported())))
+    modes = tuple(modes or default_modes(is_gpu))
     env = environment(threads, device)
     image = cv2.imread(str(source or ASSETS / "bus.jpg"))
     if image is None:
@@ -328,8 +397,7 @@ def benchmark(models=("sdgasnet.yaml",), peers=PEERS, modes=None, imgsz=640, rou
     with tempfile.TemporaryDirectory() as workdir:
         for name, model in built.items():
             for mode in modes:
-                runners[(name, mode)] = (OnnxRunner(model, imgsz, threads, Path(workdir), name) if mode == "onnx"
-                                         else TorchRunner(model, mode, imgsz, device))
+                runners[(name, mode)] = make_runner(model, name, mode, imgsz, threads, device, Path(workdir))
         samples = {key: [] for key in runners}
         load, other = CpuLoad(), []
         keys = list(runners)
@@ -428,7 +496,10 @@ RepVGG; for SD-GASNet also the unfold/fold-free CSA, the banded stage-0 blocks a
 convolutions), channels-last as ultralytics' AutoBackend runs them on x86 CPUs, and for BF16 `optimize_for_cpu(model, \
 "bf16")` (BF16 weights and activations; SD-GASNet decodes boxes in float32). ONNX Runtime runs the same fused graph \
 (raw outputs) with ORT_ENABLE_ALL and worker threads that spin between nodes but stop when a run ends \
-(`ort_session_options`); glibc's malloc keeps its defaults, as in `sdgas predict`. Peers are stock ultralytics models built from their YAMLs with random weights; with random \
+(`ort_session_options`). OpenVINO compiles the same ONNX graph for latency with the same threads: FP32 with its \
+f32 precision hint, "default" with its own choice (BF16 where the CPU has it), INT8 after NNCF post-training \
+quantization (mixed preset) calibrated on the built-in NEU-DET demo images. glibc's malloc keeps its defaults, as in \
+`sdgas predict`. Peers are stock ultralytics models built from their YAMLs with random weights; with random \
 weights few boxes pass the confidence threshold, so NMS is cheap for every model."""
 
 
