@@ -1,5 +1,5 @@
 """`sdgas benchmark`'s OpenVINO modes: the compiled graph computes what the PyTorch model computes (FP32), INT8 runs,
-and a report times an sdgas scale beside a stock peer in every OpenVINO mode. No wall-clock assertions."""
+and a report times an sdgas scale beside a stock peer. No wall-clock assertions."""
 
 import copy
 
@@ -48,9 +48,11 @@ def test_openvino_int8_quantizes_and_stays_near_fp32(small_model, tmp_path):
 
 
 def test_benchmark_report_with_openvino_modes():
-    report = benchmark(models=("sdgasnet-n.yaml",), peers=("yolo11n.yaml",), modes=OPENVINO_MODES, imgsz=IMGSZ,
+    """An sdgas scale beside a stock peer; INT8 is left to the test above (NNCF calibration is the slow part)."""
+    modes = tuple(m for m in OPENVINO_MODES if m != "openvino-int8")
+    report = benchmark(models=("sdgasnet-n.yaml",), peers=("yolo11n.yaml",), modes=modes, imgsz=IMGSZ,
                        rounds=1, warmup=0, threads=1, pause=0, verbose=False)
     pairs = {(r["model"], r["mode"]) for r in report["results"]}
-    assert pairs == {(m, mode) for m in ("sdgasnet-n.yaml", "yolo11n.yaml") for mode in OPENVINO_MODES}
+    assert pairs == {(m, mode) for m in ("sdgasnet-n.yaml", "yolo11n.yaml") for mode in modes}
     assert all(r["total"]["median"] > 0 for r in report["results"])
     assert report["ratios"] == {}  # no yolov8s in this run, so no ratios to its latency
