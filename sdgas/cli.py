@@ -28,7 +28,8 @@ TOOL_COMMANDS = {
     "heatmap": "sdgas.tools.heatmap:cli",
 }
 DEFAULT_MODEL = {"train": "sdgasnet.yaml"}
-MODE_KEYS = {"val": ("paper_eval", "recall", "escape_rate", "tile"), "predict": ("tile",)}  # sdgas keys beyond train
+MODE_KEYS = {"val": ("paper_eval", "recall", "escape_rate", "tile"), "predict": ("tile",),  # sdgas keys beyond train
+             "export": ("int8",)}
 
 
 def usage() -> str:

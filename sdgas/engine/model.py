@@ -8,6 +8,7 @@ from ultralytics.engine.model import Model
 from ultralytics.utils import LOGGER
 
 from sdgas.data.check import check_dataset_present
+from sdgas.engine.int8 import int8_gate, is_int8_openvino
 from sdgas.io.checkpoint import (
     check_detection_model,
     checkpoint_path_setting,
@@ -125,8 +126,17 @@ class SDGAS(Model):
             check_detection_model(self.model, weights)
 
     def export(self, **kwargs):
-        """ultralytics' export formats, plus format=safetensors: tensors and a JSON config, no pickled code."""
+        """ultralytics' export formats, plus format=safetensors (tensors and a JSON config, no pickled code);
+        `int8=True` means quantize=8, and an INT8 OpenVINO export with `data=` passes the accuracy gate
+        (sdgas/engine/int8.py; its figures in `self.int8_report`)."""
         check_dynamic_export(kwargs)
+        if kwargs.pop("int8", False):
+            kwargs["quantize"] = 8
+        if kwargs.get("data"):  # calibration data by sdgas' bare names too (neu-det.yaml), as train and val take it
+            kwargs["data"] = resolve_data(kwargs["data"])
+        if is_int8_openvino(kwargs) and kwargs.get("data"):
+            exported, self.int8_report = int8_gate(self, super().export, kwargs)
+            return add_class_conf_metadata(exported, getattr(self.model, "class_conf", None))
         if str(kwargs.get("format", "")).lower() != "safetensors":
             return add_class_conf_metadata(super().export(**kwargs), getattr(self.model, "class_conf", None))
         self._check_is_pytorch_model()
