@@ -41,9 +41,11 @@ def is_int8_openvino(kwargs: dict) -> bool:
 
 
 def map50_95(model, kwargs: dict) -> float:
-    """mAP50-95 (%) of a model (.pt in memory, or an exported folder) on the export's dataset and image size."""
+    """mAP50-95 (%) of a model (.pt in memory, or an exported folder) on the export's dataset and image size, on
+    square letterboxes for both (ultralytics validates a fixed-shape export so; a .pt would get rectangular batches,
+    whose padding alone moved SD-GASNet's NEU-DET AP by a point)."""
     args = {k: kwargs[k] for k in ("data", "imgsz", "device") if kwargs.get(k) is not None}
-    metrics = model.val(**args, batch=VAL_BATCH, plots=False, verbose=False, save_json=False)
+    metrics = model.val(**args, batch=VAL_BATCH, rect=False, plots=False, verbose=False, save_json=False)
     return 100 * float(metrics.box.map)
 
 
