@@ -59,3 +59,12 @@ def test_predict_saves_annotated_images_by_default(tmp_path):
     result = run_cli("predict", "model=sdgasnet.yaml", "imgsz=64", f"project={tmp_path}", "name=pred", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert len(list((tmp_path / "pred").glob("*.jpg"))) == 12
+
+
+def test_only_sdgas_keys_are_stripped_for_stock_modes():
+    """Stock validators/predictors/exporters get every ultralytics key, including the loss gains sdgas re-defaults."""
+    from sdgas.utils import strip_sdgas_keys
+
+    args = {"box": 7.5, "cls": 0.5, "dfl": 1.5, "conf": 0.2, "kd_t": 30.0, "tile": 200}
+    assert strip_sdgas_keys(args, keep=("tile",)) == {"box": 7.5, "cls": 0.5, "dfl": 1.5, "conf": 0.2, "tile": 200}
+    assert "kd_t" in args  # a copy: the caller's arguments are untouched

@@ -92,8 +92,11 @@ def sdgas_default_cfg() -> dict:
 
 
 def sdgas_only_keys() -> set:
-    """Keys sdgas adds to ultralytics' arguments; stripped before stock validators/predictors/exporters see them."""
-    return set(_sdgas_cfg())
+    """Keys sdgas adds to ultralytics' arguments; stripped before stock validators/predictors/exporters see them.
+    (cfg/default.yaml also resets some stock keys, the loss gains box/cls/dfl: those are ultralytics' and stay.)"""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return set(_sdgas_cfg()) - set(DEFAULT_CFG_DICT)
 
 
 def sdgas_setting(args, key: str):
