@@ -79,17 +79,17 @@ def goal_lines(rows: list) -> list:
     """The goal of issue 19 checked: at each YOLO11 scale's OpenVINO INT8 latency, the most accurate sdgas model that
     is as fast (any OpenVINO mode), or how far the fastest one is."""
     lines = []
-    sdgas = [r for r in rows if r["model"].startswith("sdgasnet") and r["AP_mean"] is not None]
+    ours = [r for r in rows if r["model"].startswith("sdgasnet") and r["AP_mean"] is not None]
     for peer in ("yolo11n", "yolo11s"):
         ref = next(r for r in rows if r["model"] == peer and r["mode"] == "openvino-int8")
-        fast = [r for r in sdgas if r["ms"] <= ref["ms"]]
+        fast = [r for r in ours if r["ms"] <= ref["ms"]]
         if fast:
             best = max(fast, key=lambda r: r["AP_mean"])
             verdict = "higher AP (goal met)" if best["AP_mean"] > ref["AP_mean"] else "lower AP (goal not met)"
             lines.append(f"- At {peer}'s INT8 latency ({ref['ms']:.2f} ms, AP {ref['AP_mean']:.1f}): {best['model']} "
                          f"({best['mode']}) {best['ms']:.2f} ms, AP {best['AP_mean']:.1f}: {verdict}.")
         else:
-            near = min(sdgas, key=lambda r: r["ms"])
+            near = min(ours, key=lambda r: r["ms"])
             lines.append(f"- At {peer}'s INT8 latency ({ref['ms']:.2f} ms, AP {ref['AP_mean']:.1f}): no sdgas model is as "
                          f"fast; the fastest, {near['model']} ({near['mode']}), takes {near['ms'] / ref['ms']:.2f}x as "
                          f"long at AP {near['AP_mean']:.1f}.")
