@@ -27,7 +27,7 @@ TOOL_COMMANDS = {
     "benchmark": "sdgas.tools.benchmark:cli",
     "heatmap": "sdgas.tools.heatmap:cli",
 }
-DEFAULT_MODEL = {"train": "sdgasnet.yaml"}
+DEFAULT_MODEL = {"train": "sdgasnet.yaml", "predict": "sdgasnet-neu.pt"}  # predict: the shipped NEU-DET weights
 MODE_KEYS = {"val": ("paper_eval", "recall", "escape_rate", "tile"), "predict": ("tile",),  # sdgas keys beyond train
              "export": ("int8",)}
 

@@ -45,6 +45,7 @@ def test_version_and_help(capsys):
     (["train", "model=missing.yaml"], "model YAML 'missing.yaml' not found"),
     (["trian"], "unknown mode 'trian'"),
     (["val"], "needs model="),
+    (["export"], "needs model="),
     (["benchmark", "device=gpu"], "Invalid CUDA 'device=gpu' requested"),
 ])
 def test_failures_exit_non_zero_with_one_line(args, message, tmp_path):

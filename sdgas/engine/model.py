@@ -1,5 +1,6 @@
 """SDGAS: the Python entry point, an ultralytics Model whose task map builds and trains SD-GASNet."""
 
+import shutil
 from functools import partial
 from pathlib import Path
 
@@ -22,9 +23,23 @@ from sdgas.models.detect.predict import SDGASPredictor
 from sdgas.models.detect.tiling import tile_dataset, tiled_predict, tiled_val
 from sdgas.models.detect.val import apply_paper_eval
 from sdgas.nn.tasks import SDGASDetectionModel, load_model_yaml
-from sdgas.utils import DATASETS_DIR, DEMO_DATA, resolve_cfg_file, sdgas_default_cfg
+from sdgas.utils import (
+    DATASETS_DIR,
+    DEMO_DATA,
+    is_packaged,
+    packaged_weight_names,
+    packaged_weights,
+    resolve_cfg_file,
+    sdgas_default_cfg,
+)
 
 DEMO_IMAGES = DEMO_DATA.parent / "neu-det-demo" / "images" / "val"
+
+
+def missing_model(model: str):
+    """Raise FileNotFoundError for a model that is neither a file nor a shipped weights name."""
+    raise FileNotFoundError(f"model file '{model}' not found (shipped weights by bare name: "
+                            f"{', '.join(packaged_weight_names()) or 'none'}; sdgas never downloads weights)")
 
 
 def resolve_data(data) -> str:
@@ -96,7 +111,7 @@ class SDGAS(Model):
         """`trust=True` loads this .pt with ultralytics' unrestricted unpickler (runs any code it carries)."""
         model = str(model).strip()
         if not model.lower().endswith((".yaml", ".yml")) and not Path(model).exists():
-            raise FileNotFoundError(f"model file '{model}' not found (sdgas never downloads weights by name)")
+            model = str(packaged_weights(model) or missing_model(model))
         if trust:
             trust_checkpoint(model)
         if model.lower().endswith(".torchscript"):
@@ -198,14 +213,22 @@ class SDGAS(Model):
         tile = kwargs.pop("tile", False)
         metrics = self._tiled_val(validator, tile, **kwargs) if tile else super().val(validator=validator, **kwargs)
         if metrics.class_conf:
-            self.save_class_conf(metrics.class_conf)
+            self.save_class_conf(metrics.class_conf, copy_to=getattr(metrics, "save_dir", None))
         return metrics
 
-    def save_class_conf(self, class_conf: dict) -> None:
-        """Keep per-class thresholds with this model: in memory, and in its .pt or .safetensors file."""
+    def save_class_conf(self, class_conf: dict, copy_to=None) -> None:
+        """Keep per-class thresholds with this model: in memory, and in its .pt or .safetensors file; shipped weights
+        stay as shipped, so the thresholds go into a copy in `copy_to` (the validation run folder), which this model
+        then uses."""
         if isinstance(self.model, torch.nn.Module):
             self.model.class_conf = dict(class_conf)
         file = Path(str(self.ckpt_path or self.model_name or ""))
+        if file.is_file() and is_packaged(file):
+            if copy_to is None:
+                LOGGER.warning(f"Per-class thresholds kept in memory only: {file.name} is shipped with sdgas")
+                return
+            file = Path(shutil.copyfile(file, Path(copy_to) / file.name))
+            self.ckpt_path = self.model_name = self.overrides["model"] = str(file)
         if file.suffix in (".pt", ".safetensors") and file.is_file():
             write_class_conf(file, class_conf)
             LOGGER.info(f"Per-class thresholds saved with {file}; sdgas predict applies them unless conf= is given")

@@ -59,6 +59,32 @@ CFG_DIR = _find_cfg_dir()
 MODELS_DIR = CFG_DIR / "models"
 DATASETS_DIR = CFG_DIR / "datasets"
 DEMO_DATA = DATASETS_DIR / "neu-det-demo.yaml"
+WEIGHTS_DIR = CFG_DIR / "weights"  # trained models shipped with sdgas, weights-only (.safetensors)
+WEIGHTS_SUFFIXES = (".pt", ".safetensors")
+
+
+def packaged_weights(name) -> "Path | None":
+    """The shipped weights file a bare name means (`sdgasnet-neu.pt`, `.safetensors` or no suffix), else None.
+
+    Only bare names qualify: a name with a folder is the user's own path, and a local file of the same name wins
+    (the caller looks for it first), as with ultralytics' `yolo11n.pt`.
+    """
+    path = Path(str(name))
+    if path.name != str(name) or not path.name:
+        return None
+    stem = path.stem if path.suffix in WEIGHTS_SUFFIXES else path.name
+    candidate = WEIGHTS_DIR / f"{stem}.safetensors"
+    return candidate if candidate.is_file() else None
+
+
+def is_packaged(file) -> bool:
+    """Whether `file` is one of the weights shipped inside sdgas (never rewritten: results go to a copy)."""
+    return Path(file).resolve().parent == WEIGHTS_DIR.resolve()
+
+
+def packaged_weight_names() -> list:
+    """The bare names of the shipped weights (`sdgasnet-neu.pt`, ...), for messages and help."""
+    return sorted(f"{p.stem}.pt" for p in WEIGHTS_DIR.glob("*.safetensors"))
 
 
 def resolve_cfg_file(name, folder: Path, kind: str) -> Path:

@@ -70,6 +70,7 @@ class SDGASDetMetrics(DetMetrics):
         inspection (dict): defect recall at 0.1/0.5/1/2 false calls per image (overall, per class), escape and
             overkill rates, and the confidence meeting the target escape rate (standalone validation).
         class_conf (dict[int, float]): per-class thresholds found with `recall=`.
+        save_dir (Path | None): the folder the validation wrote to (standalone validation).
     """
 
     def __init__(self, names=None) -> None:
@@ -80,6 +81,7 @@ class SDGASDetMetrics(DetMetrics):
         self.complexity = {}
         self.inspection = {}  # FROC points and image-level rates (sdgas.models.detect.inspection)
         self.class_conf = {}  # per-class thresholds, when validated with recall=
+        self.save_dir = None
 
     @property
     def keys(self) -> list[str]:
@@ -175,7 +177,7 @@ class SDGASValidator(DetectionValidator):
     def inspect(self, images: list) -> None:
         """Inspection metrics of this validation on `metrics.inspection` (and `metrics.class_conf` with recall=),
         logged and written to inspection.json, with FROC curves beside ultralytics' PR curves when plotting."""
-        names = self.names
+        names, self.metrics.save_dir = self.names, self.save_dir
         if self.recall_target:
             self.metrics.class_conf = class_thresholds(images, float(self.recall_target), len(names))
         self.metrics.inspection = inspection_report(images, names, self.args.conf, self.escape_target,
