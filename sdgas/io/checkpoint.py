@@ -39,6 +39,7 @@ import torch
 import torch.nn as nn
 
 from sdgas.nn.tasks import SDGAS_MODULES
+from sdgas.utils import packaged_weights
 
 TRUST_ENV = "SDGAS_TRUST_CHECKPOINTS"
 MAX_NESTING = 100  # containers inside containers; genuine checkpoints stay under 10, Python recurses at 1000
@@ -529,7 +530,10 @@ URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
 def checkpoint_path_setting(value, key: str, file):
-    """A path a checkpoint names (its dataset, its teacher): a local, existing file, never a URL; else one line."""
+    """A path a checkpoint names (its dataset, its teacher): a local, existing file or shipped weights by bare name,
+    never a URL; else one line."""
+    if packaged_weights(value):
+        return str(value)
     if URL.match(str(value)):
         raise CheckpointError(f"'{file}' names its {key} by URL ('{value}'); sdgas never downloads: pass {key}= "
                               f"a local file")

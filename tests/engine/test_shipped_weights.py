@@ -98,3 +98,16 @@ def test_fine_tuning_starts_from_the_shipped_weights(tmp_path):
     tensors, _ = read_safetensors(SHIPPED)
     assert all(torch.equal(start[k], v.float()) for k, v in tensors.items() if v.is_floating_point())
     assert (tmp_path / "ft" / "weights" / "last.pt").is_file()
+
+
+@pytest.mark.slow  # trains one epoch with a teacher
+def test_the_shipped_weights_teach_the_n_scale_by_bare_name(tmp_path):
+    """`distill_model=sdgasnet-neu.pt`: the n scale distilled from the shipped full model (weights-only loading)."""
+    model = SDGAS("sdgasnet-n.yaml")
+    model.train(data=str(DEMO_DATA), distill_model="sdgasnet-neu.pt", epochs=1, imgsz=160, batch=4, workers=0,
+                project=str(tmp_path), name="kd", plots=False, val=False)
+    teacher = model.trainer.model.teacher_model
+    tensors, _ = read_safetensors(SHIPPED)
+    state = teacher.state_dict()
+    assert all(torch.equal(state[k], v.float()) for k, v in tensors.items() if v.is_floating_point())
+    assert (tmp_path / "kd" / "weights" / "last.pt").is_file()

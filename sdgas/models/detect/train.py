@@ -27,12 +27,23 @@ from sdgas.io.saving import (
     staged_checkpoint_writes,
     truncate_results_csv,
 )
+from sdgas.io.weights import load_safetensors
 from sdgas.models.detect.val import SDGASValidator, apply_paper_eval
 from sdgas.nn.distill_model import KD_LOSS_NAMES, SelfDistillModel, kd_alpha
 from sdgas.nn.tasks import SDGASDetectionModel
-from sdgas.utils import sdgas_default_cfg, strip_sdgas_keys
+from sdgas.utils import packaged_weights, sdgas_default_cfg, strip_sdgas_keys
 from sdgas.models.detect.amp import offline_amp_check
 from sdgas.utils.malloc import keep_freed_memory
+
+
+def teacher_source(distill_model):
+    """The teacher `distill_model=` names: a local file, else shipped weights by bare name (`sdgasnet-neu.pt`).
+    A .safetensors teacher is loaded here by the weights-only loader; a .pt path goes to SelfDistillModel, which
+    loads it through the checkpoint allow-list."""
+    path = Path(str(distill_model))
+    if not path.is_file():
+        path = packaged_weights(distill_model) or path
+    return load_safetensors(path) if path.suffix == ".safetensors" else str(path)
 
 
 class SDGASTrainer(DetectionTrainer):
@@ -92,7 +103,7 @@ class SDGASTrainer(DetectionTrainer):
         if not self.args.distill_model:
             return
         if not isinstance(self.model, SelfDistillModel):  # a resumed run arrives wrapped by setup_model()
-            self.model = SelfDistillModel(self.args.distill_model, self.model)
+            self.model = SelfDistillModel(teacher_source(self.args.distill_model), self.model)
         if set_kd_alpha not in self.callbacks["on_train_epoch_start"]:
             self.add_callback("on_train_epoch_start", set_kd_alpha)
 
@@ -115,7 +126,7 @@ class SDGASTrainer(DetectionTrainer):
         LOGGER.info(f"Resuming distillation from {self.model} with teacher {self.args.distill_model}")
         student = self.get_model(cfg=weights.student_model.yaml, weights=weights.student_model, verbose=False)
         student.args = self.args
-        self.model = SelfDistillModel(self.args.distill_model, student)
+        self.model = SelfDistillModel(teacher_source(self.args.distill_model), student)
         self.model.projector.load_state_dict(weights.projector.state_dict())  # the trained 1x1 adapters, if any
         return ckpt
 
