@@ -146,7 +146,11 @@ def compact_log(log: Path):
 
 def training_time(run_dir: Path) -> float:
     rows = list(csv.DictReader(open(run_dir / "results.csv")))
-    return float(rows[-1]["time"]) if rows and "time" in rows[-1] else float("nan")
+    if not rows or "time" not in rows[-1]:
+        return float("nan")
+    times = [float(r["time"]) for r in rows]
+    # a resumed run restarts ultralytics' clock: add the time each interrupted stretch had reached
+    return times[-1] + sum(a for a, b in zip(times, times[1:]) if b < a)
 
 
 def evaluate(weights: Path, data: str, imgsz: int) -> dict:
