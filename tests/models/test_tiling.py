@@ -43,6 +43,21 @@ def test_a_box_crossing_a_seam_is_reported_once():
     assert len(merge_windows(apart, windows[:2], 200, 360)) == 2
 
 
+def test_seam_fusion_joins_the_parts_of_one_defect_and_keeps_a_defect_inside_another_apart():
+    """The parts two neighbouring windows see of one defect (each cut by its window's inner edge, agreeing where both
+    windows see the image) become their union; a small defect lying inside a larger cut one is kept apart, since the
+    two disagree in the windows' shared region (intersection over the smaller box would fuse them)."""
+    windows = torch.tensor([[0, 0, 200, 200], [160, 0, 360, 200]], dtype=float)
+    parts = torch.tensor([[120, 40, 200, 100, 0.8, 3],    # cut by window 0's right edge (x=200)
+                          [160, 42, 260, 98, 0.7, 3]],    # cut by window 1's left edge (x=160)
+                         dtype=float)
+    assert merge_windows(parts, windows, 200, 360).tolist() == [[120, 40, 260, 100, 0.8, 3]]
+    nested = torch.tensor([[100, 20, 200, 180, 0.8, 1],   # a large defect cut by window 0's right edge
+                           [165, 60, 185, 80, 0.7, 1]],   # a small one inside it, seen whole by window 1
+                          dtype=float)
+    assert len(merge_windows(nested, windows, 200, 360)) == 2
+
+
 def test_training_boxes_are_clipped_by_the_visible_share_rule():
     """A box keeps its clipped part in a window when at least 40% of its area is inside."""
     boxes = np.array([[150, 10, 250, 60], [190, 10, 290, 60], [10, 10, 30, 30]], float)
