@@ -1,7 +1,11 @@
 """Tiled prediction on a large image built from NEU-DET val images: sdgas' tile= against SAHI's sliced prediction and
 against predicting each small image alone; recall at IoU 0.5 on the labels, detections and time. Writes JSON.
 
-    python benchmarks/tiling.py --model best.pt [--imgsz 160] [--conf 0.25] [--grid 4 6] [--out docs/tiling]
+    python benchmarks/tiling.py --model best.pt [--imgsz 160] [--conf 0.25] [--grid 4 6] [--start 0] [--max-det 300]
+        [--out docs/tiling]
+
+The large image holds every k-th val image (k = 360 // cells, so all six classes appear and every cell is filled),
+from the `--start`-th on: another start gives a mosaic of other images.
 
 SAHI (`pip install sahi`) is only needed for its row; it is not an sdgas dependency. Both tilers use 200-px
 windows with 20% overlap; SAHI runs with its defaults (GREEDYNMM, IOS 0.5, plus a whole-image pass).
@@ -83,11 +87,14 @@ def main():
     parser.add_argument("--imgsz", type=int, default=160)
     parser.add_argument("--conf", type=float, default=0.25)
     parser.add_argument("--grid", type=int, nargs=2, default=(4, 6))
+    parser.add_argument("--start", type=int, default=0, help="first val image of the mosaic (another set of images)")
+    parser.add_argument("--max-det", type=int, default=300, help="tile=: detections kept for the whole large image")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default="docs/tiling")
     args = parser.parse_args()
     rows, cols = args.grid
-    files = sorted(NEU_VAL.glob("*.jpg"))[::15][:rows * cols]  # every 15th: all six classes
+    files = sorted(NEU_VAL.glob("*.jpg"))
+    files = files[args.start::max(1, len(files) // (rows * cols))][:rows * cols]
     image, labels, offsets = large_image(files, rows, cols)
     big = Path(tempfile.gettempdir()) / "sdgas-tiling-benchmark.jpg"
     cv2.imwrite(str(big), image)
@@ -95,7 +102,8 @@ def main():
     model.predict(str(files[0]), imgsz=args.imgsz, verbose=False)  # warm-up
     runs = {
         "each small image alone": lambda: per_image(model, files, offsets, args.imgsz, args.conf),
-        "sdgas tile=200": lambda: model.predict(str(big), tile=200, imgsz=args.imgsz, conf=args.conf)[0].boxes.data,
+        "sdgas tile=200": lambda: model.predict(str(big), tile=200, imgsz=args.imgsz, conf=args.conf,
+                                                     max_det=args.max_det)[0].boxes.data,
     }
     try:
         import sahi  # noqa: F401
@@ -109,7 +117,8 @@ def main():
         rows_out.append({"method": name, "recall@0.5": round(recall(det.cpu(), labels), 4), "detections": len(det),
                          "median_s": round(seconds, 3)})
     result = {"cpu": CPUInfo.name(), "model": str(args.model), "image": list(image.shape[:2]), "labels": len(labels),
-              "imgsz": args.imgsz, "conf": args.conf, "rounds": args.rounds, "rows": rows_out}
+              "images": [f.name for f in files],
+              "imgsz": args.imgsz, "conf": args.conf, "max_det": args.max_det, "rounds": args.rounds, "rows": rows_out}
     print(f"{'method':<36}{'recall@0.5':>11}{'dets':>7}{'median s':>10}")
     for r in rows_out:
         print(f"{r['method']:<36}{r['recall@0.5']:>11}{r['detections']:>7}{r['median_s']:>10}")
