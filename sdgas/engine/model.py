@@ -26,9 +26,9 @@ from sdgas.nn.tasks import SDGASDetectionModel, load_model_yaml
 from sdgas.utils import (
     DATASETS_DIR,
     DEMO_DATA,
+    find_weights,
     is_packaged,
     packaged_weight_names,
-    packaged_weights,
     resolve_cfg_file,
     sdgas_default_cfg,
 )
@@ -110,8 +110,8 @@ class SDGAS(Model):
     def __init__(self, model="sdgasnet.yaml", task="detect", verbose=False, trust=False):
         """`trust=True` loads this .pt with ultralytics' unrestricted unpickler (runs any code it carries)."""
         model = str(model).strip()
-        if not model.lower().endswith((".yaml", ".yml")) and not Path(model).exists():
-            model = str(packaged_weights(model) or missing_model(model))
+        if not model.lower().endswith((".yaml", ".yml")):
+            model = find_weights(model) or missing_model(model)
         if trust:
             trust_checkpoint(model)
         if model.lower().endswith(".torchscript"):

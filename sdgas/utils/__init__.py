@@ -77,6 +77,14 @@ def packaged_weights(name) -> "Path | None":
     return candidate if candidate.is_file() else None
 
 
+def find_weights(name) -> "str | None":
+    """`name` itself when that file or folder exists, else the shipped weights a bare name means, else None."""
+    if Path(str(name)).exists():
+        return str(name)
+    shipped = packaged_weights(name)
+    return str(shipped) if shipped else None
+
+
 def is_packaged(file) -> bool:
     """Whether `file` is one of the weights shipped inside sdgas (never rewritten: results go to a copy)."""
     return Path(file).resolve().parent == WEIGHTS_DIR.resolve()

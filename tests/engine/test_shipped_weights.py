@@ -18,14 +18,18 @@ def digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def holds_shipped_tensors(state: dict) -> bool:
+    """Whether a state dict carries the shipped file's floating-point tensors (stored in FP16), exactly."""
+    tensors, _ = read_safetensors(SHIPPED)
+    return all(torch.equal(state[k], v.float()) for k, v in tensors.items() if v.is_floating_point())
+
+
 @pytest.mark.parametrize("name", ["sdgasnet-neu.pt", "sdgasnet-neu.safetensors", "sdgasnet-neu"])
 def test_bare_name_loads_the_shipped_weights_from_any_directory(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     model = SDGAS(name)
     assert model.ckpt_path == str(SHIPPED)
-    tensors, _ = read_safetensors(SHIPPED)
-    state = model.model.state_dict()
-    assert all(torch.equal(state[k], v.float()) for k, v in tensors.items() if v.is_floating_point())
+    assert holds_shipped_tensors(model.model.state_dict())
     assert model.model.names[0] == "crazing" and len(model.model.names) == 6
 
 
@@ -50,21 +54,19 @@ def test_predict_without_model_uses_the_shipped_weights_and_finds_the_demo_defec
     model never trained on) with the shipped weights; most labelled defects are found with the right class."""
     from ultralytics.utils.metrics import box_iou
 
+    from sdgas.models.detect.tiling import read_labels
+
     monkeypatch.chdir(tmp_path)
     assert main(["predict", f"project={tmp_path}", "name=p", "conf=0.1"]) == 0
     assert len(list((tmp_path / "p").glob("*.jpg"))) == 12
     results = SDGAS("sdgasnet-neu.pt").predict(conf=0.1, verbose=False)
     found = total = 0
     for r in results:
-        label = DEMO_DATA.parent / "neu-det-demo" / "labels" / "val" / (r.path.rsplit("/", 1)[-1][:-4] + ".txt")
-        rows = torch.tensor([[float(v) for v in line.split()] for line in label.read_text().splitlines()])
-        h, w = r.orig_shape
-        xywh = rows[:, 1:] * torch.tensor([w, h, w, h])
-        gt = torch.cat([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1)
+        cls, gt = (torch.as_tensor(a, dtype=torch.float32) for a in read_labels(r.path, *r.orig_shape))
         iou = box_iou(gt, r.boxes.xyxy.cpu())
-        same_class = rows[:, :1] == r.boxes.cls.cpu()[None]
+        same_class = cls[:, None] == r.boxes.cls.cpu()[None]
         found += int(((iou >= 0.5) & same_class).any(1).sum())
-        total += len(rows)
+        total += len(cls)
     assert total == 32 and found / total >= 0.75, f"{found} of {total} demo defects found"
 
 
@@ -95,8 +97,7 @@ def test_fine_tuning_starts_from_the_shipped_weights(tmp_path):
     model.add_callback("on_train_start", capture)
     model.train(data=str(DEMO_DATA), epochs=1, imgsz=160, batch=4, workers=0, project=str(tmp_path), name="ft",
                 plots=False, val=False)
-    tensors, _ = read_safetensors(SHIPPED)
-    assert all(torch.equal(start[k], v.float()) for k, v in tensors.items() if v.is_floating_point())
+    assert holds_shipped_tensors(start)
     assert (tmp_path / "ft" / "weights" / "last.pt").is_file()
 
 
@@ -106,8 +107,5 @@ def test_the_shipped_weights_teach_the_n_scale_by_bare_name(tmp_path):
     model = SDGAS("sdgasnet-n.yaml")
     model.train(data=str(DEMO_DATA), distill_model="sdgasnet-neu.pt", epochs=1, imgsz=160, batch=4, workers=0,
                 project=str(tmp_path), name="kd", plots=False, val=False)
-    teacher = model.trainer.model.teacher_model
-    tensors, _ = read_safetensors(SHIPPED)
-    state = teacher.state_dict()
-    assert all(torch.equal(state[k], v.float()) for k, v in tensors.items() if v.is_floating_point())
+    assert holds_shipped_tensors(model.trainer.model.teacher_model.state_dict())
     assert (tmp_path / "kd" / "weights" / "last.pt").is_file()

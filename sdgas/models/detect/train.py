@@ -31,7 +31,7 @@ from sdgas.io.weights import load_safetensors
 from sdgas.models.detect.val import SDGASValidator, apply_paper_eval
 from sdgas.nn.distill_model import KD_LOSS_NAMES, SelfDistillModel, kd_alpha
 from sdgas.nn.tasks import SDGASDetectionModel
-from sdgas.utils import packaged_weights, sdgas_default_cfg, strip_sdgas_keys
+from sdgas.utils import find_weights, sdgas_default_cfg, strip_sdgas_keys
 from sdgas.models.detect.amp import offline_amp_check
 from sdgas.utils.malloc import keep_freed_memory
 
@@ -40,9 +40,7 @@ def teacher_source(distill_model):
     """The teacher `distill_model=` names: a local file, else shipped weights by bare name (`sdgasnet-neu.pt`).
     A .safetensors teacher is loaded here by the weights-only loader; a .pt path goes to SelfDistillModel, which
     loads it through the checkpoint allow-list."""
-    path = Path(str(distill_model))
-    if not path.is_file():
-        path = packaged_weights(distill_model) or path
+    path = Path(find_weights(distill_model) or str(distill_model))
     return load_safetensors(path) if path.suffix == ".safetensors" else str(path)
 
 
