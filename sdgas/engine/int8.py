@@ -4,7 +4,8 @@ Post-training quantization can cost a transformer backbone more accuracy than a 
 with a dataset, the exported model is validated on the dataset's val split beside the PyTorch model it came from; a
 drop of more than `MAX_DROP` mAP50-95 points is reported, and the export is redone with the backbone's attention
 layers (every op under an `attn` module: CSA/SRA projections, matmuls, softmax) kept in floating point through NNCF's
-ignored scope. The better of the two is kept, and the result is logged and returned.
+ignored scope. The better of the two is kept, and the result is logged and returned. Calibration images come from the
+train split (ultralytics takes them from val, the split the gate measures on) unless `split=` says otherwise.
 """
 
 import contextlib
@@ -54,6 +55,7 @@ def int8_gate(model, export, kwargs: dict) -> tuple:
     with the attention kept in float when the drop exceeds MAX_DROP and that export is better.
 
     `export(**kwargs)` runs ultralytics' export of `model`; `model.val` and the facade's loader validate."""
+    kwargs = {"split": "train", **kwargs}  # calibrate on train images: the gate measures on val
     exported = export(**kwargs)
     fp32 = map50_95(model, kwargs)
     int8 = map50_95(type(model)(exported), kwargs)

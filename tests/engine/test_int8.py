@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-import sdgas.engine.int8 as int8
 from sdgas import SDGAS
+from sdgas.engine import int8
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -27,13 +27,23 @@ def test_gate_reexports_with_attention_in_float_when_the_drop_is_too_large(tmp_p
     monkeypatch.chdir(tmp_path)  # the exports are written beside the model, here the current folder
     model = SDGAS("sdgasnet-n.yaml")
     blocks = sum(isinstance(m, LVTBlock) for m in model.model.modules())
-    args = dict(format="openvino", data="neu-det-demo.yaml", imgsz=64, device="cpu")
+    args = {"format": "openvino", "data": "neu-det-demo.yaml", "imgsz": 64, "device": "cpu"}
     plain = Path(model.export(**args, quantize=8))  # no gate: ultralytics' export as it is
     attn_plain, all_plain = quantized_ops(plain)
     assert attn_plain > 0  # NNCF quantizes the attention when nothing keeps it in float
 
+    from ultralytics.engine.exporter import Exporter
+
+    calibrated_on, calibration_images = [], Exporter.get_int8_calibration_dataloader
+
+    def record_split(exporter, *a, **k):
+        calibrated_on.append(exporter.args.split)
+        return calibration_images(exporter, *a, **k)
+
+    monkeypatch.setattr(Exporter, "get_int8_calibration_dataloader", record_split)
     monkeypatch.setattr(int8, "MAX_DROP", -1e9)  # every export "drops too much": the fallback must run
     exported = Path(model.export(**args, int8=True))
+    assert calibrated_on and set(calibrated_on) == {"train"}  # the gate measures on val, so never calibrates on it
     report = model.int8_report
     assert {"fp32_map50_95", "int8_map50_95", "int8_attention_float_map50_95"} <= set(report)
     attn_kept, all_kept = quantized_ops(exported)
