@@ -96,7 +96,7 @@ def main():
     files = sorted(NEU_VAL.glob("*.jpg"))
     files = files[args.start::max(1, len(files) // (rows * cols))][:rows * cols]
     image, labels, offsets = large_image(files, rows, cols)
-    big = Path(tempfile.gettempdir()) / "sdgas-tiling-benchmark.jpg"
+    big = Path(tempfile.gettempdir()) / "sdgas-tiling-benchmark.png"  # lossless: a JPEG would change the pixels
     cv2.imwrite(str(big), image)
     model = SDGAS(args.model)
     model.predict(str(files[0]), imgsz=args.imgsz, verbose=False)  # warm-up

@@ -7,9 +7,11 @@ window is one window.
 
 - Prediction (`tiled_predict`): every window is predicted, boxes are shifted back into the image, and the windows'
   detections are merged (`merge_windows`): NMS at `iou` removes the duplicates two windows both see whole, and a box
-  cut by a window's inner edge is fused (union box) with a box of its class from a neighbouring window when the two
-  agree where both windows see the image (IoU >= 0.5 of the boxes clipped to the windows' shared region), so a
-  defect crossing a seam is reported once. Judging the match only where both windows see the same pixels keeps a
+  cut by a window's inner edge is fused (union box) with a box of its class from a neighbouring window that reaches
+  beyond that edge, when the two agree where both windows see the same pixels (IoU >= `iou`, NMS' own "same
+  object" threshold, of the boxes clipped to the windows' shared region), so a defect crossing a seam is reported
+  once. A weaker agreement (0.5) fused the defects of neighbouring images and cost 1.6 recall points on NEU-DET
+  strips (docs/tiling.md). Judging the match only where both windows see the same pixels keeps a
   small defect apart from a larger one around it (intersection over the smaller box, SAHI's GREEDYNMM match, fuses
   them and loses both on NEU-DET). One Results per original image.
 - Training (`tile_dataset`): windows are cut from the training and validation images once, with their boxes
@@ -30,7 +32,6 @@ from sdgas.data.check import list_images
 from sdgas.models.detect.val import per_image_stats
 
 OVERLAP = 0.2  # share of a window shared with its neighbour
-SEAM_IOU = 0.5  # IoU, inside the region two windows share, above which their boxes are one defect crossing the seam
 KEEP_VISIBLE = 0.4  # a training box is kept in a window when this share of its area is inside the window
 EDGE_PX = 2  # a box within this many pixels of a window's inner edge is taken as cut by it
 
@@ -50,12 +51,19 @@ def tile_windows(height: int, width: int, size: int, overlap: float = OVERLAP) -
             for y in window_starts(height, size, overlap) for x in window_starts(width, size, overlap)]
 
 
-def inner_edge_cut(boxes: torch.Tensor, windows: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(n,) whether each box touches an edge of its window that is not the image border (it may be a cut-off part)."""
+def inner_edge_cuts(boxes: torch.Tensor, windows: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(n, 4) whether each box touches its window's left, top, right, bottom edge where that edge is not the image
+    border (the box may be the cut-off part of a defect that goes on beyond it)."""
     x0, y0, x1, y1 = windows.T
-    near = [(boxes[:, 0] - x0 < EDGE_PX) & (x0 > 0), (boxes[:, 1] - y0 < EDGE_PX) & (y0 > 0),
-            (x1 - boxes[:, 2] < EDGE_PX) & (x1 < width), (y1 - boxes[:, 3] < EDGE_PX) & (y1 < height)]
-    return near[0] | near[1] | near[2] | near[3]
+    return torch.stack([(boxes[:, 0] - x0 < EDGE_PX) & (x0 > 0), (boxes[:, 1] - y0 < EDGE_PX) & (y0 > 0),
+                        (x1 - boxes[:, 2] < EDGE_PX) & (x1 < width), (y1 - boxes[:, 3] < EDGE_PX) & (y1 < height)], 1)
+
+
+def continues_past_cut(det: torch.Tensor, windows: torch.Tensor, cuts: torch.Tensor) -> torch.Tensor:
+    """(n, n) whether box j reaches beyond an edge that cuts box i: j shows what i's window could not see."""
+    boxes, edges = det[None, :, :4], windows[:, None, :]
+    beyond = torch.cat([boxes[..., :2] < edges[..., :2] - EDGE_PX, boxes[..., 2:] > edges[..., 2:] + EDGE_PX], 2)
+    return (cuts[:, None, :] & beyond).any(2)
 
 
 def clip_to(boxes: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
@@ -76,13 +84,16 @@ def shared_region_iou(a: torch.Tensor, b: torch.Tensor, window_a: torch.Tensor, 
     return inter / (area(a) + area(b) - inter).clamp(min=1e-9)
 
 
-def seam_pairs(det: torch.Tensor, windows: torch.Tensor, groups: torch.Tensor, cut: torch.Tensor) -> torch.Tensor:
-    """(n, n) whether boxes i and j are one defect crossing a seam: same class group, different windows, at least one
-    cut by an inner window edge, and IoU >= SEAM_IOU where both windows see the image."""
+def seam_pairs(det: torch.Tensor, windows: torch.Tensor, groups: torch.Tensor, cuts: torch.Tensor,
+               iou: float) -> torch.Tensor:
+    """(n, n) whether boxes i and j are one defect crossing a seam: same class group, one cut by an inner edge of its
+    window and the other reaching beyond that edge, and IoU >= `iou` where both windows see the image. (Two boxes
+    that merely both touch an edge are two guesses at one view, not two parts: fusing them only inflates the box.)"""
     candidates = (box_iou(det[:, :4], det[:, :4]) > 0) & (groups[:, None] == groups[None, :])
-    candidates &= (windows[:, None, :] != windows[None, :, :]).any(2) & (cut[:, None] | cut[None, :])
+    completes = continues_past_cut(det, windows, cuts)
+    candidates &= completes | completes.T
     i, j = torch.nonzero(candidates, as_tuple=True)
-    agree = shared_region_iou(det[i, :4], det[j, :4], windows[i], windows[j]) >= SEAM_IOU
+    agree = shared_region_iou(det[i, :4], det[j, :4], windows[i], windows[j]) >= iou
     pairs = torch.zeros_like(candidates)
     pairs[i[agree], j[agree]] = True
     return pairs
@@ -100,8 +111,7 @@ def merge_windows(det: torch.Tensor, windows: torch.Tensor, height: int, width: 
     groups = torch.zeros_like(det[:, 5]) if agnostic else det[:, 5]
     keep = batched_nms(det[:, :4], det[:, 4], groups, iou)
     det, windows, groups = det[keep].clone(), windows[keep], groups[keep]
-    cut = inner_edge_cut(det[:, :4], windows, height, width)
-    fuse = seam_pairs(det, windows, groups, cut)
+    fuse = seam_pairs(det, windows, groups, inner_edge_cuts(det[:, :4], windows, height, width), iou)
     alive = torch.ones(len(det), dtype=torch.bool)
     for i in range(len(det)):  # highest confidence first (NMS returns them sorted)
         if not alive[i]:
