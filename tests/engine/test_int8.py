@@ -1,5 +1,5 @@
 """The INT8 accuracy gate (sdgas/engine/int8.py): an INT8 OpenVINO export with data= is validated against its FP32
-model, and a drop beyond the gate re-exports with the attention layers kept in floating point."""
+model, and a drop beyond the gate re-exports with the first convolution kept in floating point."""
 
 import re
 
@@ -13,24 +13,24 @@ pytest.importorskip("nncf")
 
 
 def quantized_ops(folder) -> tuple:
-    """(FakeQuantize nodes in the attention modules, all FakeQuantize nodes) of an exported OpenVINO model."""
+    """(quantized first convolutions, all FakeQuantize nodes) of an exported OpenVINO model: a convolution
+    is quantized when NNCF put a FakeQuantize on its weights (`.../Convolution/fq_weights_1`, a Multiply once the
+    weights are compressed to INT8)."""
     xml = next(p for p in folder.iterdir() if p.suffix == ".xml").read_text()
-    names = re.findall(r'<layer id="\d+" name="([^"]+)" type="FakeQuantize"', xml)
-    return sum(bool(re.match(int8.ATTENTION_SCOPE, n)) for n in names), len(names)
+    quantizers = re.findall(r'<layer id="\d+" name="([^"]+)" type="FakeQuantize"', xml)
+    weights = re.findall(r'name="([^"]+/fq_weights_\d+)"', xml)
+    return sum(bool(re.match(int8.FIRST_CONV_SCOPE, n)) for n in weights), len(quantizers)
 
 
-def test_gate_reexports_with_attention_in_float_when_the_drop_is_too_large(tmp_path, monkeypatch):
+def test_gate_reexports_with_the_first_conv_in_float_when_the_drop_is_too_large(tmp_path, monkeypatch):
     from pathlib import Path
-
-    from sdgas.nn.modules import LVTBlock
 
     monkeypatch.chdir(tmp_path)  # the exports are written beside the model, here the current folder
     model = SDGAS("sdgasnet-n.yaml")
-    blocks = sum(isinstance(m, LVTBlock) for m in model.model.modules())
     args = {"format": "openvino", "data": "neu-det-demo.yaml", "imgsz": 64, "device": "cpu"}
     plain = Path(model.export(**args, quantize=8))  # no gate: ultralytics' export as it is
-    attn_plain, all_plain = quantized_ops(plain)
-    assert attn_plain > 0  # NNCF quantizes the attention when nothing keeps it in float
+    first_plain, all_plain = quantized_ops(plain)
+    assert first_plain == 1  # NNCF quantizes the first convolution when nothing keeps it in float
 
     from ultralytics.engine.exporter import Exporter
 
@@ -45,11 +45,10 @@ def test_gate_reexports_with_attention_in_float_when_the_drop_is_too_large(tmp_p
     exported = Path(model.export(**args, int8=True))
     assert calibrated_on and set(calibrated_on) == {"train"}  # the gate measures on val, so never calibrates on it
     report = model.int8_report
-    assert {"fp32_map50_95", "int8_map50_95", "int8_attention_float_map50_95"} <= set(report)
-    attn_kept, all_kept = quantized_ops(exported)
-    if report["ignored_scope"]:  # the fallback was kept: the attention in float, the rest still INT8
-        print(f"attention quantizers {attn_plain} -> {attn_kept}, all {all_plain} -> {all_kept}")
-        assert attn_kept <= blocks < attn_plain  # at most the quantizer on each attention's output (the next
-        assert 0 < all_kept < all_plain  # layer's input, outside the scope) stays
+    assert {"fp32_map50_95", "int8_map50_95", "int8_first_conv_float_map50_95"} <= set(report)
+    first_kept, all_kept = quantized_ops(exported)
+    if report["ignored_scope"]:  # the fallback was kept: the first conv in float, the rest INT8
+        print(f"first convolution quantized {first_plain} -> {first_kept}, quantizers {all_plain} -> {all_kept}")
+        assert first_kept == 0 and 0 < all_kept < all_plain
     else:  # the plain export was better and was written again
-        assert (attn_kept, all_kept) == (attn_plain, all_plain)
+        assert (first_kept, all_kept) == (first_plain, all_plain)
