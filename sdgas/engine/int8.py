@@ -5,7 +5,7 @@ with a dataset, the exported model is validated on the dataset's val split besid
 drop of more than `MAX_DROP` mAP50-95 points is reported, and the export is redone with the first convolution (the
 stem's `model.0.embed.cv1`, the one layer that sees the raw image) kept in floating point through NNCF's ignored
 scope. The better of the two is kept, and the result is logged and returned. Measured on the long-budget SD-GASNet
-(docs/deploy.md): that one convolution in float recovers 0.66 of the 1.30 points INT8 loses, the whole backbone
+(docs/int8.md): that one convolution in float recovers 0.66 of the 1.30 points INT8 loses, the whole backbone
 0.73, its attention layers 0.02: the first layer, quantizing raw pixels, is the usual weak spot of PTQ. Calibration
 images come from the train split (ultralytics takes them from val, the split the gate measures on) unless `split=`
 says otherwise.
