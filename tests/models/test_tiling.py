@@ -10,6 +10,7 @@ import torch
 
 from sdgas.models.detect.tiling import (clip_boxes_to_window, merge_windows, read_labels, tile_windows,
                                         window_starts)
+from found_defects import found_at_iou50
 from tiny_sdgas import tiny_sdgas
 
 
@@ -126,16 +127,6 @@ def test_tiled_predict_val_and_train_on_large_images(large, tmp_path):
     assert (tmp_path / "train" / "weights" / "last.pt").is_file()
 
 
-def recall_at_iou50(det: torch.Tensor, cls: np.ndarray, boxes: np.ndarray) -> torch.Tensor:
-    """(m,) whether each labelled defect is found by a detection of its class at IoU >= 0.5."""
-    from torchvision.ops import box_iou
-
-    if not len(det) or not len(cls):
-        return torch.zeros(len(cls), dtype=torch.bool)
-    iou = box_iou(torch.tensor(boxes, dtype=torch.float32), det[:, :4].float())
-    return ((iou >= 0.5) & (torch.tensor(cls)[:, None] == det[None, :, 5])).any(1)
-
-
 @pytest.mark.slow  # uses the shipped trained weights on all 360 val images
 def test_tile_finds_the_defects_each_small_image_finds_alone(neu_det, tmp_path):
     """Every NEU-DET val image, in name order, laid side by side in strips of 60 (200x12000 px, lossless): predict
@@ -153,13 +144,13 @@ def test_tile_finds_the_defects_each_small_image_finds_alone(neu_det, tmp_path):
         for k, (f, r) in enumerate(zip(chunk, model.predict([str(f) for f in chunk], imgsz=160, verbose=False))):
             strip[:, 200 * k:200 * (k + 1)] = cv2.imread(str(f))
             c, b = read_labels(f, 200, 200)
-            alone_hits.append(recall_at_iou50(r.boxes.data.cpu(), c, b))
+            alone_hits.append(found_at_iou50(r.boxes.data.cpu(), c, b))
             cls.append(c)
             boxes.append(b + [200 * k, 0, 200 * k, 0])
         path = tmp_path / f"strip{s}.png"
         cv2.imwrite(str(path), strip)
         tiled = model.predict(str(path), tile=200, imgsz=160, max_det=1000)[0].boxes.data.cpu()
-        tiled_hits.append(recall_at_iou50(tiled, np.concatenate(cls), np.concatenate(boxes)))
+        tiled_hits.append(found_at_iou50(tiled, np.concatenate(cls), np.concatenate(boxes)))
     alone, tiled = torch.cat(alone_hits).float().mean(), torch.cat(tiled_hits).float().mean()
     assert len(torch.cat(alone_hits)) > 800 and alone > 0.6  # every val label, found by a trained model
     print(f"recall@0.5 each image alone {alone:.4f}, tile=200 on strips {tiled:.4f}")
