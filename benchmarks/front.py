@@ -109,7 +109,9 @@ def markdown(report: dict) -> str:
             f" ± {fp['AP_sd']:.1f}" if fp["AP_sd"] is not None else "") + f" ({fp['seeds']})"
         lines.append(f"| {name} | {fp['params_M']:.2f} | {fp['gflops']:.1f} | {ap} | {fp['ms']:.2f} | {q['ms']:.2f} | "
                      f"{fp['img_per_s_b8']:.0f} | {q['img_per_s_b8']:.0f} |")
-    lines += ["", "Latency is the total per image (preprocess, inference, decode, NMS), median; the JSON also holds "
+    pause = f"{s['pause_s'] * 1000:.0f} ms pause"
+    lines += ["", "Latency is the total per image (preprocess, inference, decode, NMS), median, each run after a "
+              f"{pause} (a triggered camera; back to back, INT8 gains more: docs/int8.md); the JSON also holds "
               "inference alone.", "", *goal_lines(report["rows"])]
     return "\n".join(lines) + "\n"
 

@@ -53,12 +53,26 @@ def map50_95(model, kwargs: dict) -> float:
     return 100 * float(metrics.box.map)
 
 
+def partial_calibration_warning(kwargs: dict) -> str | None:
+    """The warning for `fraction=` below 1: ultralytics calibrates on the first images of the split in name order,
+    which in a dataset named by class (NEU-DET's crazing_*, inclusion_*, ...) leaves classes out. On the long-budget
+    SD-GASNet, fraction=0.2 (crazing and inclusion only) lost 2.2 mAP50-95 points where the whole split lost 0.7."""
+    fraction = kwargs.get("fraction", 1.0)
+    if isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0 < fraction < 1:
+        return (f"INT8 calibration with fraction={fraction} uses the first {fraction:.0%} of the "
+                f"'{kwargs.get('split', 'train')}' images in name order, which may leave classes out; fraction=1.0 "
+                "(the default) calibrates on them all")
+    return None
+
+
 def int8_gate(model, export, kwargs: dict) -> tuple:
     """(exported path, report) for an INT8 OpenVINO export: validated against `model` (FP32 PyTorch), re-exported
     with the first convolution kept in float when the drop exceeds MAX_DROP and that export is better.
 
     `export(**kwargs)` runs ultralytics' export of `model`; `model.val` and the facade's loader validate."""
     kwargs = {"split": "train", **kwargs}  # calibrate on train images: the gate measures on val
+    if warning := partial_calibration_warning(kwargs):
+        LOGGER.warning(warning)
     exported = export(**kwargs)
     fp32 = map50_95(model, kwargs)
     int8 = map50_95(type(model)(exported), kwargs)

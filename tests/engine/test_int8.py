@@ -52,3 +52,11 @@ def test_gate_reexports_with_the_first_conv_in_float_when_the_drop_is_too_large(
         assert first_kept == 0 and 0 < all_kept < all_plain
     else:  # the plain export was better and was written again
         assert (first_kept, all_kept) == (first_plain, all_plain)
+
+
+def test_a_partial_calibration_set_is_warned_about():
+    """ultralytics' fraction= keeps the first images in name order: NEU-DET's first fifth is two classes of six."""
+    warning = int8.partial_calibration_warning({"fraction": 0.2, "split": "train"})
+    assert "first 20%" in warning and "'train'" in warning
+    assert int8.partial_calibration_warning({"fraction": 1.0}) is None
+    assert int8.partial_calibration_warning({}) is None
