@@ -185,6 +185,32 @@ def test_onnx_export_of_optimized_model_equals_unoptimized(sdgasnet, tmp_path):
     assert max_relative_difference(out, reference) < 1e-4
 
 
+class DecodedOutput(torch.nn.Module):
+    """The decoded (B, 4 + nc, A) output alone: the tracer cannot return the raw outputs' dict."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)[0]
+
+
+def test_traced_export_keeps_token_linears_as_linear(sdgasnet):
+    """A traced export (ONNX, and the TorchScript trace ultralytics' OpenVINO export converts) records every Linear as
+    a linear, not as the 1x1 convolution eager CPU inference uses, which OpenVINO ran between two transposes. The
+    trace still computes the model's outputs."""
+    x = torch.rand(1, 3, 128, 128)
+    model = copy.deepcopy(sdgasnet).eval().fuse(verbose=False)
+    with torch.no_grad():
+        reference = sdgasnet(x)[0]
+        traced = torch.jit.trace(DecodedOutput(model), x, check_trace=False)
+        out = traced(x)
+    kinds = [node.kind() for node in traced.inlined_graph.nodes()]
+    assert kinds.count("aten::linear") == sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert max_relative_difference(out, reference) < 1e-4
+
+
 def bf16_reference_and_output(model, x, mode):
     """Decoded outputs of the float32 model and of its BF16 form ("weights": BF16 weights + channels-last input,
     "autocast": float32 channels-last weights under CPU autocast)."""

@@ -34,14 +34,20 @@ def avg_pool_2x2(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, 2, 2, ceil_mode=odd)
 
 
+def traced_for_export() -> bool:
+    """Whether the graph is being recorded for an inference engine: ONNX export, or the TorchScript trace that
+    ultralytics' OpenVINO export converts. Engines pick their own layouts, so they get the plain ops."""
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+
+
 def pointwise_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear` over the channels of an NHWC map (B, H, W, c1) -> (B, H, W, c2), as a 1x1 convolution on the CPU.
 
     The NHWC map is the channels-last view of an NCHW map, so the convolution needs no copy (oneDNN's 1x1 kernel
-    beats the sgemm behind `F.linear` on x86 CPUs). Other devices keep `F.linear`, and so does ONNX export, where a
-    Conv would add layout reorders around it.
+    beats the sgemm behind `F.linear` on x86 CPUs). Other devices keep `F.linear`, and so does a traced export, where
+    a Conv would add two transposes around it (OpenVINO runs them as reference kernels: docs/int8.md).
     """
-    if x.dim() != 4 or x.device.type != "cpu" or torch.onnx.is_in_onnx_export():
+    if x.dim() != 4 or x.device.type != "cpu" or traced_for_export():
         return F.linear(x, weight, bias)
     return F.conv2d(x.permute(0, 3, 1, 2), weight[:, :, None, None], bias).permute(0, 2, 3, 1)
 
@@ -219,8 +225,8 @@ class CSA(nn.Module):
     def forward_taps(self, x):
         """`forward_reference` with the same arithmetic laid out for a CPU (3x3/s2 windows only), used when fused.
 
-        The attention logits come out key-tap-major (softmax over a strided axis; an ONNX export keeps the Linear's
-        order, which ONNX Runtime prefers), the window taps are strided slices (no unfold), the per-tap value maps
+        The attention logits come out key-tap-major (softmax over a strided axis; a traced export keeps the Linear's
+        order, which ONNX Runtime and OpenVINO prefer), the window taps are strided slices (no unfold), the per-tap value maps
         one batched matmul, and the overlap-add is `overlap_add` (no fold); every tensor stays NHWC.
         """
         B, H, W, C = x.shape
@@ -228,7 +234,7 @@ class CSA(nn.Module):
         h, w = (H + 1) // 2, (W + 1) // 2  # integer ceil: stays a graph value in a traced (dynamic-shape) export
         n = B * h * w
         pooled = avg_pool_2x2(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        if torch.onnx.is_in_onnx_export():
+        if traced_for_export():
             attn = (self.attn(pooled) * self.scale).view(n * heads, 9, 9).softmax(-1)  # (windows*heads, query, key)
         else:
             weight = self.attn.weight.view(heads, 9, 9, C).permute(2, 0, 1, 3).reshape(-1, C) * self.scale
