@@ -2,7 +2,7 @@
 trained the same way: COCO AP of each exported model on the val split, and latency in the same run. Writes JSON.
 
     python benchmarks/openvino_int8.py --models a.pt b.pt --data neu-det.yaml [--val-imgsz 160]
-        [--latency-imgsz 160 640] [--rounds 30] [--threads 2] [--out docs/openvino_int8]
+        [--latency-imgsz 160 640] [--rounds 30] [--repeats 1 --repeat-gap 60] [--threads 2] [--out docs/openvino_int8]
 
 Each model is exported with `sdgas export format=openvino` (FP32) and `quantize=8 data=... fraction=` (INT8, the
 calibration images come from the train split), validated with `sdgas val` at --val-imgsz, and timed at each
@@ -71,6 +71,16 @@ def latencies(models: dict, imgsz: int, rounds: int, threads: int) -> dict:
     return {name: {way: statistics.median(t) for way, t in ways.items()} for name, ways in times.items()}
 
 
+def repeated_latencies(models: dict, imgsz: int, rounds: int, threads: int, repeats: int, gap_s: float) -> dict:
+    """{name: {way: [median ms of each repeat]}}: `latencies` `repeats` times, `gap_s` apart. This host's speed
+    drifts over minutes, INT8's most (docs/int8.md), so one repeat is one sample of it."""
+    runs = []
+    for i in range(repeats):
+        time.sleep(gap_s if i else 0)
+        runs.append(latencies(models, imgsz, rounds, threads))
+    return {name: {way: [run[name][way] for run in runs] for way in runs[0][name]} for name in models}
+
+
 def coco_ap(model_dir: Path, data: str, imgsz: int, folder: Path) -> dict:
     metrics = SDGAS(str(model_dir)).val(data=data, imgsz=imgsz, batch=1, rect=False, plots=False,
                                         project=str(folder), name="val", exist_ok=True, verbose=False)
@@ -86,6 +96,8 @@ def main():
     parser.add_argument("--fraction", type=float, default=1.0,
                         help="share of the train split used for calibration: its first images in name order")
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=1, help="latency measurements, --repeat-gap seconds apart")
+    parser.add_argument("--repeat-gap", type=float, default=60.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="docs/openvino_int8")
     args = parser.parse_args()
@@ -96,10 +108,13 @@ def main():
             exported = {(Path(w).parent.parent.name, p): export(Path(w), folder, imgsz, p == "INT8", args.data,
                                                                  args.fraction)
                         for w in args.models for p in ("FP32", "INT8")}
-            ms = latencies(exported, imgsz, args.rounds, args.threads) if imgsz in args.latency_imgsz else {}
+            ms = repeated_latencies(exported, imgsz, args.rounds, args.threads, args.repeats,
+                                    args.repeat_gap) if imgsz in args.latency_imgsz else {}
             for (model, precision), path in exported.items():
                 row = {"model": model, "precision": precision, "imgsz": imgsz}
-                row.update({f"ms_{way}": round(v, 2) for way, v in ms.get((model, precision), {}).items()})
+                for way, runs in ms.get((model, precision), {}).items():
+                    row.update({f"ms_{way}": round(statistics.median(runs), 2), f"ms_{way}_runs": [round(v, 2)
+                                                                                                   for v in runs]})
                 if imgsz == args.val_imgsz:
                     row.update(coco_ap(path, args.data, imgsz, folder))
                 rows.append(row)
@@ -107,10 +122,12 @@ def main():
         fp32 = next(x for x in rows if x["model"] == r["model"] and x["imgsz"] == r["imgsz"] and
                     x["precision"] == "FP32")
         for way in ("steady", "after_idle"):
-            if f"ms_{way}" in r:
-                r[f"speedup_{way}"] = round(fp32[f"ms_{way}"] / r[f"ms_{way}"], 2)
+            if f"ms_{way}" in r:  # per repeat: FP32 and INT8 of one repeat ran interleaved
+                ratios = [a / b for a, b in zip(fp32[f"ms_{way}_runs"], r[f"ms_{way}_runs"])]
+                r[f"speedup_{way}"] = round(statistics.median(ratios), 2)
+                r[f"speedup_{way}_runs"] = [round(v, 2) for v in ratios]
     result = {"cpu": CPUInfo.name(), "threads": args.threads, "rounds": args.rounds, "burst": BURST, "settle": SETTLE,
-              "idle_gap_s": IDLE_GAP_S, "data": args.data,
+              "idle_gap_s": IDLE_GAP_S, "repeats": args.repeats, "repeat_gap_s": args.repeat_gap, "data": args.data,
               "calibration_fraction": args.fraction, "rows": rows}
     print(f"{'model':<14}{'prec':>6}{'imgsz':>7}{'ms steady':>11}{'x FP32':>8}{'ms idle':>9}{'x FP32':>8}"
           f"{'AP':>7}{'AP50':>7}{'mAP50-95':>10}")
