@@ -12,9 +12,8 @@ f32 precision hint (the FP32 model itself).
     python benchmarks/export_parity.py --model best.pt --data neu-det.yaml --imgsz 160 [--out docs/export_parity]
 """
 
-import contextlib
-
 import argparse
+import contextlib
 import json
 import shutil
 import tempfile

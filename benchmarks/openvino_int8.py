@@ -113,8 +113,8 @@ def main():
             for (model, precision), path in exported.items():
                 row = {"model": model, "precision": precision, "imgsz": imgsz}
                 for way, runs in ms.get((model, precision), {}).items():
-                    row.update({f"ms_{way}": round(statistics.median(runs), 2), f"ms_{way}_runs": [round(v, 2)
-                                                                                                   for v in runs]})
+                    row[f"ms_{way}"] = round(statistics.median(runs), 2)
+                    row[f"ms_{way}_runs"] = [round(v, 2) for v in runs]
                 if imgsz == args.val_imgsz:
                     row.update(coco_ap(path, args.data, imgsz, folder))
                 rows.append(row)

@@ -226,8 +226,8 @@ class CSA(nn.Module):
         """`forward_reference` with the same arithmetic laid out for a CPU (3x3/s2 windows only), used when fused.
 
         The attention logits come out key-tap-major (softmax over a strided axis; a traced export keeps the Linear's
-        order, which ONNX Runtime and OpenVINO prefer), the window taps are strided slices (no unfold), the per-tap value maps
-        one batched matmul, and the overlap-add is `overlap_add` (no fold); every tensor stays NHWC.
+        order, which ONNX Runtime and OpenVINO prefer), the window taps are strided slices (no unfold), the per-tap
+        value maps one batched matmul, and the overlap-add is `overlap_add` (no fold); every tensor stays NHWC.
         """
         B, H, W, C = x.shape
         heads, d = self.heads, C // self.heads
